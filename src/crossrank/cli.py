@@ -1,0 +1,233 @@
+"""The ``crossrank`` command line: one entry point, one subcommand per job.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (called with the parsed arguments, returning an exit code). User errors are printed
+as one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from crossrank._version import __version__
+from crossrank.errors import CrossrankError, InputError
+
+logger = logging.getLogger("crossrank")
+
+#: modules that add subcommands (each defines ``register(subparsers)``)
+COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli",)
+
+
+class UsageError(CrossrankError):
+    """Bad command-line usage detected after parsing."""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model options shared by every subcommand that loads a reranker."""
+    p.add_argument("--model", "-m", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="fp32 (default), fp16, bf16")
+    p.add_argument("--max-length", type=int, default=512, help="longest pair in tokens (512)")
+    p.add_argument("--batch-size", type=int, default=None, help="most pairs per forward pass")
+    p.add_argument("--normalize", action="store_true", help="sigmoid scores instead of logits")
+
+
+def load_reranker(args: argparse.Namespace, **extra: Any):
+    """A :class:`~crossrank.Reranker` from the options of :func:`add_model_args`."""
+    from crossrank.reranker import Reranker
+
+    return Reranker(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        **extra,
+    )
+
+
+def open_input(path: str) -> IO[str]:
+    """Open ``path`` for reading text (``-`` is stdin); a clear error when it is missing."""
+    if path == "-":
+        return sys.stdin
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    if p.suffix == ".gz":
+        import gzip
+
+        return gzip.open(p, "rt", encoding="utf-8")
+    return open(p, encoding="utf-8")
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` from a JSON-lines file, skipping blank lines."""
+    with open_input(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, obj
+
+
+def require_str(obj: dict[str, Any], field: str, where: str) -> str:
+    value = obj.get(field)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: missing string field {field!r}")
+    return value
+
+
+# -- score -------------------------------------------------------------------------------
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    rows, pairs = [], []
+    for lineno, obj in read_jsonl(args.input):
+        where = f"{args.input}:{lineno}"
+        pairs.append((require_str(obj, "query", where), require_str(obj, "passage", where)))
+        rows.append(obj)
+    reranker = load_reranker(args)
+    scores = reranker.compute_score(pairs) if pairs else []
+    lines = [
+        json.dumps({**obj, "score": s}, ensure_ascii=False) + "\n" for obj, s in zip(rows, scores)
+    ]
+    if args.output == "-":
+        sys.stdout.writelines(lines)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+    return 0
+
+
+# -- rank --------------------------------------------------------------------------------
+
+
+def read_documents(path: str) -> list[dict[str, Any]]:
+    """Documents from JSON lines (``text``, optional ``id``) or plain text (one per line)."""
+    docs: list[dict[str, Any]] = []
+    with open_input(path) as fh:
+        lines = fh.read().splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    is_json = first.lstrip().startswith("{")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not is_json:
+            docs.append({"text": line})
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object")
+        require_str(obj, "text", f"{path}:{lineno}")
+        docs.append(obj)
+    return docs
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    if args.top_k is not None and args.top_k < 0:
+        raise UsageError("--top-k must be >= 0")
+    docs = read_documents(args.documents)
+    reranker = load_reranker(args)
+    results = reranker.rank(args.query, docs, top_k=args.top_k)
+    if args.json:
+        for rank, r in enumerate(results, 1):
+            row = {"rank": rank, "index": r.index, "score": r.score}
+            if "id" in docs[r.index]:
+                row["id"] = docs[r.index]["id"]
+            row["text"] = docs[r.index]["text"]
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return 0
+    width = 72
+    print(f"{'rank':>4}  {'score':>10}  {'id':<12}  text")
+    for rank, r in enumerate(results, 1):
+        doc = docs[r.index]
+        text = " ".join(doc["text"].split())
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        print(f"{rank:>4}  {r.score:>10.4f}  {str(doc.get('id', r.index)):<12}  {text}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score (query, passage) pairs from JSON lines")
+    add_model_args(p)
+    p.add_argument(
+        "--input", "-i", required=True, help='JSON lines {"query", "passage"}; - = stdin'
+    )
+    p.add_argument("--output", "-o", default="-", help="output JSON lines (default stdout)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("rank", help="rank documents for one query")
+    add_model_args(p)
+    p.add_argument("--query", "-q", required=True)
+    p.add_argument(
+        "--documents", "-d", required=True, help="JSON lines with text (and id) or plain text"
+    )
+    p.add_argument("--top-k", "-k", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.set_defaults(func=cmd_rank)
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="crossrank", description="Cross-encoder reranking.")
+    parser.add_argument("--version", action="version", version=f"crossrank {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (
+        logging.WARNING
+        if args.verbose == 0
+        else logging.INFO
+        if args.verbose == 1
+        else logging.DEBUG
+    )
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CrossrankError as exc:
+        print(f"crossrank: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"crossrank: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("crossrank: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The seam between the engine and whatever computes scores: a token batch in, scores out.
+
+Any object with a ``score(batch) -> np.ndarray`` method (float32, one value per row) and the
+attributes below can serve as a backend: the PyTorch backend here, ONNX Runtime, or a
+multi-GPU pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from crossrank.engine.batching import TokenBatch
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the engine needs from a backend."""
+
+    #: short name for logs and reports ("torch", "onnx", ...)
+    name: str
+    #: device the backend computes on (for default batch budgets and OOM handling)
+    device: torch.device
+
+    def score(self, batch: TokenBatch) -> np.ndarray:
+        """Float32 logits, one per row of ``batch``."""
+        ...
+
+
+class TorchBackend:
+    """Runs our PyTorch :class:`~crossrank.models.encoder.CrossEncoder` in inference mode."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+        self.model = model.eval()
+        self.device = device
+        self.dtype = dtype
+
+    def score(self, batch: TokenBatch) -> np.ndarray:
+        dev = self.device
+        with torch.inference_mode():
+            types = batch.token_type_ids
+            logits = self.model(
+                batch.input_ids.to(dev, non_blocking=True),
+                batch.attention_mask.to(dev, non_blocking=True),
+                types.to(dev, non_blocking=True) if types is not None else None,
+            )
+            return logits.float().cpu().numpy()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -1,0 +1,115 @@
+"""The scoring engine: tokenize once, batch by length under a token budget, score, restore order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from crossrank.engine.backend import Backend, is_oom
+from crossrank.engine.batching import collate, plan_batches
+from crossrank.engine.tokenize import EncodedPair, PairTokenizer
+
+logger = logging.getLogger(__name__)
+
+#: default padded-token budget per batch, by device type
+DEFAULT_MAX_TOKENS = {"cpu": 8192, "cuda": 65536}
+#: progress bars appear from this many pairs on (when ``show_progress`` is None)
+PROGRESS_MIN_PAIRS = 1024
+
+
+class Engine:
+    """Scores encoded pairs through a :class:`Backend` with length-sorted token-budget batches.
+
+    Safe to call from several threads: a call keeps its state local; the only shared state is
+    the budget lowered after an out-of-memory error, which is guarded by a lock.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PairTokenizer,
+        backend: Backend,
+        *,
+        pad_id: int,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.pad_id = pad_id
+        self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS.get(backend.device.type, 8192)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._lock = threading.Lock()
+
+    def score_pairs(
+        self,
+        pairs: Sequence[Sequence[str]],
+        *,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Float32 logits of ``pairs`` in input order."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        encoded = self.tokenizer.encode(pairs, max_length=max_length)
+        return self.score_encoded(encoded, batch_size=batch_size, show_progress=show_progress)
+
+    def score_encoded(
+        self,
+        encoded: Sequence[EncodedPair],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Float32 logits of already encoded pairs, in input order."""
+        out = np.zeros(len(encoded), dtype=np.float32)
+        if not encoded:
+            return out
+        max_pairs = batch_size or self.batch_size
+        batches = plan_batches(
+            [len(e) for e in encoded], max_tokens=self.max_tokens, max_pairs=max_pairs
+        )
+        show = self.show_progress if show_progress is None else show_progress
+        if show is None:
+            show = len(encoded) >= PROGRESS_MIN_PAIRS and len(batches) > 1
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
+        try:
+            for idx in batches:
+                self._score_into(encoded, idx, out)
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _score_into(self, encoded: Sequence[EncodedPair], idx: np.ndarray, out: np.ndarray) -> None:
+        """Score the items ``idx`` into ``out``; halve the batch on out-of-memory and retry."""
+        try:
+            out[idx] = self.backend.score(collate([encoded[i] for i in idx], self.pad_id))
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_oom(exc) or len(idx) == 1:
+                raise
+            if self.backend.device.type == "cuda":
+                torch.cuda.empty_cache()
+            with self._lock:
+                longest = max(len(encoded[i]) for i in idx)
+                self.max_tokens = max(longest, min(self.max_tokens, longest * len(idx)) * 3 // 4)
+            logger.warning(
+                "out of memory on a batch of %d pairs; retrying in halves (budget now %d tokens)",
+                len(idx),
+                self.max_tokens,
+            )
+            half = len(idx) // 2
+            self._score_into(encoded, idx[:half], out)
+            self._score_into(encoded, idx[half:], out)

@@ -1,0 +1,155 @@
+"""Pair tokenization with the reference's input rules (FlagEmbedding's FlagReranker).
+
+1. Query and passage are tokenized separately, without special tokens.
+2. The query is cut to ``query_max_length`` tokens (default ``max_length * 3 // 4``).
+3. The pair is assembled with the tokenizer's own pair template (``[CLS] A [SEP] B [SEP]``,
+   ``<s> A </s></s> B </s>``, ...) and cut on the passage side only, to ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+
+from crossrank.errors import InputError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one assembled (query, passage) pair, special tokens included."""
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_tokenizer(model_dir: str | Path) -> Tokenizer:
+    """Load ``tokenizer.json`` with its stored truncation and padding switched off."""
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{Path(model_dir)} has no tokenizer.json (a fast tokenizer file is required)"
+        )
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises plain Exception on bad files
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def pad_token_id(tok: Tokenizer, model_dir: str | Path, default: int) -> int:
+    """The tokenizer's pad id (from its padding config or the usual pad token names)."""
+    for name in ("<pad>", "[PAD]", "<|pad|>"):
+        token_id = tok.token_to_id(name)
+        if token_id is not None:
+            return token_id
+    return default
+
+
+class PairTokenizer:
+    """Turns ``(query, passage)`` pairs into model inputs exactly as the reference does.
+
+    Example:
+        >>> pt = PairTokenizer(tok, max_length=512)  # doctest: +SKIP
+        >>> pt.encode([("what is a panda?", "The giant panda is a bear.")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        query_instruction: str | None = None,
+        passage_instruction: str | None = None,
+        instruction_format: str = "{}{}",
+        use_type_ids: bool = False,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.query_instruction = query_instruction
+        self.passage_instruction = passage_instruction
+        self.instruction_format = instruction_format
+        self.use_type_ids = use_type_ids
+        self.num_special = tokenizer.num_special_tokens_to_add(is_pair=True)
+
+    def limits(
+        self, max_length: int | None = None, query_max_length: int | None = None
+    ) -> tuple[int, int]:
+        """``(max_length, query_max_length)`` for one call, with the defaults applied."""
+        max_length = max_length or self.max_length
+        if max_length <= self.num_special:
+            raise InputError(
+                f"max_length {max_length} leaves no room for text "
+                f"({self.num_special} special tokens)"
+            )
+        qmax = query_max_length or self.query_max_length or max_length * 3 // 4
+        # a query longer than the whole budget would leave a negative passage budget
+        return max_length, min(qmax, max_length - self.num_special)
+
+    def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+        """Queries and passages with the optional instructions prepended."""
+        queries, passages = [], []
+        for i, pair in enumerate(pairs):
+            if isinstance(pair, str) or len(pair) != 2:
+                raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
+            q, p = pair
+            if not isinstance(q, str) or not isinstance(p, str):
+                raise InputError(f"pair {i}: query and passage must be strings")
+            if self.query_instruction is not None:
+                q = self.instruction_format.format(self.query_instruction, q)
+            if self.passage_instruction is not None:
+                p = self.instruction_format.format(self.passage_instruction, p)
+            queries.append(q)
+            passages.append(p)
+        return queries, passages
+
+    def encode(
+        self,
+        pairs: Sequence[Sequence[str]],
+        *,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+    ) -> list[EncodedPair]:
+        """Encode pairs (input order kept)."""
+        max_length, qmax = self.limits(max_length, query_max_length)
+        queries, passages = self.texts(pairs)
+        q_encs = self._encode_unique(queries)
+        p_encs = self.tokenizer.encode_batch(passages, add_special_tokens=False)
+        out = []
+        for q_enc, p_enc in zip(q_encs, p_encs):
+            out.append(self.assemble(q_enc, p_enc, max_length, qmax))
+        return out
+
+    def _encode_unique(self, texts: list[str]) -> list[Encoding]:
+        """Encode texts, tokenizing each distinct text once (queries repeat across pairs)."""
+        unique = list(dict.fromkeys(texts))
+        encs = dict(zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False)))
+        return [encs[t] for t in texts]
+
+    def assemble(self, q: Encoding, p: Encoding, max_length: int, qmax: int) -> EncodedPair:
+        """Cut the query, build the pair with special tokens, cut the passage to fit."""
+        q_enc = q if len(q) <= qmax else _truncated(q, qmax)
+        budget = max(max_length - self.num_special - len(q_enc), 0)
+        p_enc = p if len(p) <= budget else _truncated(p, budget)
+        # post_process applies the tokenizer's pair template (special tokens and type ids)
+        pair = self.tokenizer.post_process(q_enc, p_enc, add_special_tokens=True)
+        return EncodedPair(pair.ids, pair.type_ids if self.use_type_ids else None)
+
+
+def _truncated(enc: Encoding, n: int) -> Encoding:
+    """A copy of ``enc`` keeping its first ``n`` tokens."""
+    copy = Encoding.merge([enc], growing_offsets=False)
+    copy.truncate(n)
+    return copy

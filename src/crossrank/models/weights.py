@@ -1,0 +1,159 @@
+"""Checkpoint I/O: Hugging Face tensor names <-> our module names, safetensors / .bin files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from crossrank.config import EncoderConfig
+from crossrank.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+_PREFIXES = ("roberta.", "bert.", "xlm_roberta.", "model.")
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+_LAYER_PARTS = {
+    "attention.output.dense": "attn_out",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+_QKV = ("query", "key", "value")
+_IGNORED = ("embeddings.position_ids", "cls.", "lm_head.", "pooler.")
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The weight files of a checkpoint directory (safetensors preferred, sharded or not)."""
+    for pattern in ("model.safetensors", "model-*-of-*.safetensors", "*.safetensors"):
+        files = sorted(model_dir.glob(pattern))
+        if files:
+            return files
+    for pattern in ("pytorch_model.bin", "pytorch_model-*-of-*.bin"):
+        files = sorted(model_dir.glob(pattern))
+        if files:
+            return files
+    raise ModelLoadError(
+        f"no weights in {model_dir}: expected model.safetensors or pytorch_model.bin"
+    )
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` from weight files, one tensor at a time for safetensors."""
+    for path in files:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    yield name, f.get_tensor(name)
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            yield from state.items()
+
+
+def hf_to_ours(name: str, config: EncoderConfig) -> tuple[str, int | None] | None:
+    """Map one Hugging Face tensor name to ``(our name, qkv slot)``; None for unused tensors.
+
+    The slot (0, 1, 2) says where a query / key / value tensor goes in the fused ``qkv``.
+    """
+    name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+        "LayerNorm.beta", "LayerNorm.bias"
+    )
+    if name.startswith("classifier."):
+        rest = name[len("classifier.") :]
+        if config.family == "bert":
+            return f"head.out_proj.{rest}", None
+        return f"head.{rest}", None  # dense.* / out_proj.*
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    if name.startswith("pooler.dense.") and config.family == "bert":
+        return "head.dense." + name[len("pooler.dense.") :], None
+    if name.startswith(_IGNORED):
+        return None
+    if name.startswith("embeddings."):
+        return "encoder." + name, None
+    m = _LAYER.match(name)
+    if m is None:
+        return None
+    layer, rest = m.groups()
+    for i, part in enumerate(_QKV):
+        if rest.startswith(f"attention.self.{part}."):
+            return f"encoder.layers.{layer}.qkv.{rest.rsplit('.', 1)[1]}", i
+    for hf, ours in _LAYER_PARTS.items():
+        if rest.startswith(hf + "."):
+            return f"encoder.layers.{layer}.{ours}.{rest[len(hf) + 1 :]}", None
+    return None
+
+
+def convert_state_dict(
+    tensors: Iterator[tuple[str, torch.Tensor]], config: EncoderConfig, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Our state dict from Hugging Face tensors (fusing q/k/v), plus the unused tensor names."""
+    out: dict[str, torch.Tensor] = {}
+    parts: dict[str, list[torch.Tensor | None]] = {}
+    unused: list[str] = []
+    for name, tensor in tensors:
+        mapped = hf_to_ours(name, config)
+        if mapped is None:
+            if not name.endswith("position_ids"):
+                unused.append(name)
+            continue
+        ours, slot = mapped
+        tensor = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        if slot is None:
+            out[ours] = tensor
+        else:
+            parts.setdefault(ours, [None, None, None])[slot] = tensor
+    for ours, qkv in parts.items():
+        if any(t is None for t in qkv):
+            raise ModelLoadError(f"checkpoint has an incomplete query/key/value set for {ours}")
+        out[ours] = torch.cat(qkv, dim=0)  # type: ignore[arg-type]
+    return out, unused
+
+
+def ours_to_hf(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
+    """Hugging Face ``*ForSequenceClassification`` tensor names for our state dict."""
+    base = "bert." if config.family == "bert" else "roberta."
+    inv_parts = {v: k for k, v in _LAYER_PARTS.items()}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        if name.startswith("head."):
+            part, kind = name[len("head.") :].split(".")
+            if config.family == "bert":
+                key = f"bert.pooler.dense.{kind}" if part == "dense" else f"classifier.{kind}"
+            else:
+                key = f"classifier.{part}.{kind}"
+            out[key] = tensor
+        elif name.startswith("encoder.embeddings."):
+            out[base + name[len("encoder.") :]] = tensor
+        elif name.startswith("encoder.layers."):
+            _, _, layer, part, kind = name.split(".", 4)
+            prefix = f"{base}encoder.layer.{layer}."
+            if part == "qkv":
+                for piece, chunk in zip(_QKV, tensor.chunk(3, dim=0)):
+                    out[f"{prefix}attention.self.{piece}.{kind}"] = chunk.contiguous()
+            else:
+                out[f"{prefix}{inv_parts[part]}.{kind}"] = tensor
+        else:
+            raise KeyError(name)
+    return out
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write tensors to ``path`` atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

