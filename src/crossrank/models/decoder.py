@@ -1,0 +1,414 @@
+"""Shared machinery of the decoder-only (LLM) rerankers: config, RMSNorm, rotary positions,
+grouped-query attention with an optional shared prefix, and the scoring forward pass.
+
+The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`) differ only in the
+points this module leaves open: the embedding scale, the RMSNorm form, the activation, the
+residual scale and how the last hidden state becomes a score.
+
+Batches are right-padded. With causal attention a real token never attends to a padded one
+(pads only follow the real tokens), so no key mask is needed and padded rows are ignored.
+
+Query-prefix sharing: all pairs of one query start with the same tokens
+(``[bos] + "A: " + query + "\\n"``). :meth:`DecoderLM.prefix_cache` runs those tokens once per
+distinct prefix and keeps every layer's rotated keys and values; the suffixes (passage and
+prompt) then run with positions continuing after their prefix and attend to the cached keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossrank.errors import ModelLoadError, UnsupportedModelError
+
+#: decoder architectures we score with -> model kind
+DECODER_ARCHITECTURES = {
+    "GemmaForCausalLM": "gemma",
+    "LayerWiseMiniCPMForCausalLM": "minicpm-layerwise",
+}
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The fields of a decoder ``config.json`` that the scoring forward pass depends on."""
+
+    architecture: str
+    kind: str  # "gemma" or "minicpm-layerwise"
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    hidden_act: str
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    bos_token_id: int | None
+    pad_token_id: int | None
+    attention_bias: bool = False
+    scale_emb: float = 1.0  # MiniCPM
+    scale_depth: float = 1.0  # MiniCPM
+    start_layer: int = 0  # MiniCPM layerwise: first layer with a head
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input the model was trained for (``max_position_embeddings``)."""
+        return self.max_position_embeddings
+
+    @property
+    def residual_scale(self) -> float:
+        if self.kind == "minicpm-layerwise":
+            return self.scale_depth / math.sqrt(self.num_hidden_layers)
+        return 1.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DecoderConfig:
+        archs = raw.get("architectures") or []
+        arch = next((a for a in archs if a in DECODER_ARCHITECTURES), None)
+        if arch is None:
+            raise UnsupportedModelError(f"not a supported decoder architecture: {archs}")
+        kind = DECODER_ARCHITECTURES[arch]
+        rope = raw.get("rope_parameters") or {}
+        scaling = raw.get("rope_scaling") or (
+            rope if rope.get("rope_type", "default") != "default" else None
+        )
+        if scaling:
+            raise UnsupportedModelError(f"rope scaling {scaling!r} is not supported")
+        if kind == "gemma":
+            # transformers maps the legacy "gelu" of Gemma configs to the tanh approximation
+            act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
+            act = "gelu_pytorch_tanh" if act == "gelu" else act
+        else:
+            act = raw.get("hidden_act", "silu")
+            head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
+            if head_type != "simple" or not multi:
+                raise UnsupportedModelError(
+                    f"layerwise heads of type {head_type!r} (head_multi={multi}) are not "
+                    "supported; bge-reranker-v2-minicpm-layerwise uses 'simple' multi heads"
+                )
+        try:
+            heads = int(raw["num_attention_heads"])
+            hidden = int(raw["hidden_size"])
+            return cls(
+                architecture=arch,
+                kind=kind,
+                vocab_size=int(raw["vocab_size"]),
+                hidden_size=hidden,
+                num_hidden_layers=int(raw["num_hidden_layers"]),
+                num_attention_heads=heads,
+                num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
+                head_dim=int(raw.get("head_dim") or hidden // heads)
+                if kind == "gemma"
+                else hidden // heads,
+                intermediate_size=int(raw["intermediate_size"]),
+                hidden_act=act,
+                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(raw.get("rope_theta") or rope.get("rope_theta") or 10000.0),
+                max_position_embeddings=int(raw.get("max_position_embeddings", 8192)),
+                bos_token_id=raw.get("bos_token_id"),
+                pad_token_id=raw.get("pad_token_id"),
+                attention_bias=bool(raw.get("attention_bias", False)),
+                scale_emb=float(raw.get("scale_emb", 1.0)),
+                scale_depth=float(raw.get("scale_depth", 1.0)),
+                start_layer=int(raw.get("start_layer", 0)),
+                raw=dict(raw),
+            )
+        except KeyError as exc:
+            raise ModelLoadError(f"config.json lacks the field {exc.args[0]!r}") from None
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm in fp32. ``offset=True`` is Gemma's ``x * (1 + w)`` computed in fp32 then cast;
+    ``offset=False`` is MiniCPM's: normalised in fp32, cast to the model dtype, then ``* w``."""
+
+    def __init__(self, dim: int, eps: float, offset: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
+        self.eps = eps
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:
+            return (xf * (1.0 + self.weight.float())).to(x.dtype)
+        return xf.to(x.dtype) * self.weight
+
+
+def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, ...]:
+    """fp32 ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` for integer ``positions``."""
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim)
+    )
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fp32: bool) -> torch.Tensor:
+    """Rotate ``x`` ``[batch, heads, seq, d]``; cos/sin are rounded to x's dtype first.
+
+    ``fp32``: do the products in fp32 and cast back (MiniCPM), else in x's dtype (Gemma).
+    """
+    cos = cos.to(x.dtype)[:, None]
+    sin = sin.to(x.dtype)[:, None]
+    y = x.float() if fp32 else x
+    half = y.shape[-1] // 2
+    rot = torch.cat((-y[..., half:], y[..., :half]), dim=-1)
+    return (y * cos + rot * sin).to(x.dtype)
+
+
+def activation(name: str):
+    if name in ("gelu_pytorch_tanh", "gelu_new"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name in ("silu", "swish"):
+        return F.silu
+    if name == "gelu":
+        return F.gelu
+    raise UnsupportedModelError(f"hidden activation {name!r} is not supported")
+
+
+@dataclass
+class PrefixCache:
+    """Rotated keys / values of distinct prefixes, one ``[n_prefix, kv_heads, P, d]`` pair per
+    layer, plus each prefix's real length (prefixes are right-padded to ``P``)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor  # [n_prefix] int64
+
+
+class Attention(nn.Module):
+    def __init__(self, config: DecoderConfig, rope_fp32: bool) -> None:
+        super().__init__()
+        h, d = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            d,
+        )
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(h, self.num_heads * d, bias=bias)
+        self.k_proj = nn.Linear(h, self.num_kv * d, bias=bias)
+        self.v_proj = nn.Linear(h, self.num_kv * d, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias)
+        self.rope_fp32 = rope_fp32
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output ``[b, s, h]`` plus this call's rotated keys and values.
+
+        ``past``: prefix keys / values ``[b, kv, P, d]`` put before this call's keys, with
+        ``mask`` ``[b, 1, s, P + s]`` (True = may attend); without ``past``, plain causal.
+        """
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
+        cos, sin = rope
+        q = apply_rotary(q, cos, sin, self.rope_fp32)
+        k = apply_rotary(k, cos, sin, self.rope_fp32)
+        keys, values = k, v
+        if past is not None:
+            keys = torch.cat((past[0], k), dim=2)
+            values = torch.cat((past[1], v), dim=2)
+        gqa = self.num_kv != self.num_heads
+        out = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=self.head_dim**-0.5,
+            enable_gqa=gqa,
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        h, f = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(h, f, bias=False)
+        self.up_proj = nn.Linear(h, f, bias=False)
+        self.down_proj = nn.Linear(f, h, bias=False)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: DecoderConfig, offset_norm: bool, rope_fp32: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, rope_fp32)
+        self.mlp = MLP(config)
+        eps = config.rms_norm_eps
+        self.input_layernorm = RMSNorm(config.hidden_size, eps, offset_norm)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, offset_norm)
+        self.residual_scale = config.residual_scale
+
+    def forward(self, x, rope, past=None, mask=None):
+        attn, k, v = self.self_attn(self.input_layernorm(x), rope, past, mask)
+        x = x + attn * self.residual_scale if self.residual_scale != 1.0 else x + attn
+        h = self.mlp(self.post_attention_layernorm(x))
+        x = x + h * self.residual_scale if self.residual_scale != 1.0 else x + h
+        return x, k, v
+
+
+class DecoderBody(nn.Module):
+    """Embeddings, decoder layers and final norm (``model.*`` in the checkpoint)."""
+
+    def __init__(self, config: DecoderConfig, offset_norm: bool, rope_fp32: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, offset_norm, rope_fp32) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, offset_norm)
+
+
+class DecoderLM(nn.Module):
+    """Base of the scoring decoders: ids in, the last real position's hidden states out.
+
+    Subclasses set :attr:`embed_scale` and turn hidden states into scores.
+    """
+
+    offset_norm = True
+    rope_fp32 = False
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = DecoderBody(config, self.offset_norm, self.rope_fp32)
+
+    def embed_scale(self, dtype: torch.dtype) -> torch.Tensor | float:
+        return 1.0
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.model.embed_tokens(ids)
+        return x * self.embed_scale(x.dtype)
+
+    def _rope(self, positions: torch.Tensor):
+        return rotary(positions, self.config.head_dim, self.config.rope_theta)
+
+    @torch.no_grad()
+    def prefix_cache(
+        self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, n_layers: int | None = None
+    ) -> PrefixCache:
+        """Keys / values of right-padded prefixes ``[n, P]`` through the first ``n_layers``."""
+        n, p = prefix_ids.shape
+        x = self.embed(prefix_ids)
+        rope = self._rope(torch.arange(p, device=x.device).expand(n, p))
+        keys, values = [], []
+        layers = self.model.layers[: n_layers or len(self.model.layers)]
+        for layer in layers:
+            x, k, v = layer(x, rope)
+            keys.append(k)
+            values.append(v)
+        return PrefixCache(keys, values, prefix_mask.sum(dim=1))
+
+    def hidden_at_last(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        layers: list[int],
+        prefix: PrefixCache | None = None,
+        prefix_index: torch.Tensor | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """Hidden state ``[b, h]`` at each row's last real token after ``k`` layers, for each
+        ``k`` in ``layers`` (no final norm). The forward pass stops at ``max(layers)``.
+
+        With ``prefix`` (from :meth:`prefix_cache`), ``input_ids`` are suffixes: row ``i``
+        continues prefix ``prefix_index[i]``.
+        """
+        b, s = input_ids.shape
+        last = attention_mask.sum(dim=1) - 1
+        rows = torch.arange(b, device=input_ids.device)
+        x = self.embed(input_ids)
+        steps = torch.arange(s, device=x.device)
+        mask = None
+        if prefix is None:
+            positions = steps.expand(b, s)
+        else:
+            plen = prefix.lengths.index_select(0, prefix_index)  # [b]
+            positions = plen[:, None] + steps[None, :]
+            pmax = prefix.keys[0].shape[2]
+            in_prefix = torch.arange(pmax, device=x.device)[None, :] < plen[:, None]  # [b, P]
+            causal = steps[None, :] <= steps[:, None]  # [s, s]
+            mask = torch.cat(
+                (in_prefix[:, None, :].expand(b, s, pmax), causal.expand(b, s, s)), dim=2
+            )[:, None]
+        rope = self._rope(positions)
+        wanted = set(layers)
+        out: dict[int, torch.Tensor] = {}
+        if 0 in wanted:
+            out[0] = x[rows, last]
+        for i, layer in enumerate(self.model.layers[: max(layers)]):
+            past = None
+            if prefix is not None:
+                past = (
+                    prefix.keys[i].index_select(0, prefix_index),
+                    prefix.values[i].index_select(0, prefix_index),
+                )
+            x, _, _ = layer(x, rope, past, mask)
+            if i + 1 in wanted:
+                out[i + 1] = x[rows, last]
+        return out
+
+
+def load_decoder(
+    model_dir,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> DecoderLM:
+    """Load a Gemma / layerwise MiniCPM checkpoint in Hugging Face layout.
+
+    The model is built on the meta device; tensors stream from the weight files one at a time,
+    are cast to ``dtype`` and assigned, so a bf16 load never holds an fp32 copy of the model.
+    """
+    from pathlib import Path
+
+    from crossrank.config import read_config
+    from crossrank.models.weights import iter_tensors, weight_files
+
+    model_dir = Path(model_dir)
+    config = DecoderConfig.from_dict(read_config(model_dir / "config.json"))
+    if config.kind == "gemma":
+        from crossrank.models.gemma import GemmaForCausalLM as cls
+    else:
+        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM as cls
+    with torch.device("meta"):
+        model = cls(config)
+    expected = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in iter_tensors(weight_files(model_dir)):
+        if name in expected:
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ModelLoadError(
+                    f"{name} in {model_dir} has shape {tuple(tensor.shape)}, "
+                    f"expected {tuple(expected[name].shape)}"
+                )
+            state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ModelLoadError(f"weights in {model_dir} lack {len(missing)} tensors: {shown}")
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.to(device).eval()
