@@ -1,0 +1,163 @@
+"""Input rules of the LLM rerankers, as FlagEmbedding's FlagLLMReranker and
+LayerWiseFlagLLMReranker build them.
+
+For a pair (query, passage):
+
+1. ``"A: " + query`` and ``"B: " + passage`` are tokenized without special tokens; the query
+   is cut to ``query_max_length`` tokens (default ``max_length * 3 // 4``), the passage to
+   ``max_length``.
+2. First part: ``[bos] + query`` (the gemma reranker adds bos only when the tokenizer has one
+   that differs from its pad token; the layerwise reranker always adds it).
+   Second part: ``sep + passage`` where ``sep`` is the tokens of ``"\\n"``.
+3. The pair is cut on the second part only (from its end) to
+   ``max_length + len(sep) + len(prompt)`` tokens; that budget counts the sep and prompt that
+   follow, a quirk kept as is. If the second part is too short to absorb the excess, nothing
+   is cut (as transformers' ``only_second`` truncation does).
+4. ``sep + prompt`` is appended. The score is the logit of the first token of ``"Yes"`` at
+   the last position.
+
+Every pair of one query starts with the same tokens, ``[bos] + query + sep``:
+:attr:`EncodedLLMPair.prefix_len` says how many, so the engine can share their keys/values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from crossrank.engine.tokenize import EncodedPair
+from crossrank.errors import InputError, ModelLoadError
+
+DEFAULT_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the "
+    "query by providing a prediction of either 'Yes' or 'No'."
+)
+SEPARATOR = "\n"
+
+
+@dataclass(frozen=True)
+class EncodedLLMPair(EncodedPair):
+    """Token ids of one LLM reranker input; the first ``prefix_len`` ids depend only on the
+    query (``[bos] + query + sep``)."""
+
+    prefix_len: int = 0
+
+
+def special_token_id(tok: Tokenizer, model_dir: str | Path, name: str) -> int | None:
+    """Id of the tokenizer's ``bos_token`` / ``pad_token`` ... as transformers' tokenizer sees
+    it (from tokenizer_config.json, then special_tokens_map.json); None when not set."""
+    for fname in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = Path(model_dir) / fname
+        if not path.is_file():
+            continue
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get(name)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{path} is not valid JSON: {exc}") from None
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            return tok.token_to_id(value)
+    return None
+
+
+class LLMPairTokenizer:
+    """Builds LLM reranker inputs exactly as FlagEmbedding does (see the module docstring).
+
+    Args:
+        tokenizer: the checkpoint's ``tokenizer.json`` (truncation and padding off).
+        bos_id / pad_id: the tokenizer's bos and pad token ids (None when it has none).
+        always_bos: add bos even when it equals the pad id (the layerwise reranker's rule).
+        prompt: the instruction put after the pair (default :data:`DEFAULT_PROMPT`).
+
+    Example:
+        >>> lt = LLMPairTokenizer(tok, bos_id=2, pad_id=0)  # doctest: +SKIP
+        >>> lt.encode([("what is panda?", "The giant panda is a bear.")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        bos_id: int | None,
+        pad_id: int | None,
+        always_bos: bool = False,
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        prompt: str | None = None,
+        query_instruction: str = "A: ",
+        passage_instruction: str = "B: ",
+        instruction_format: str = "{}{}",
+    ) -> None:
+        self.tokenizer = tokenizer
+        if always_bos and bos_id is None:
+            raise ModelLoadError("this reranker needs a bos token but the tokenizer has none")
+        self.add_bos = always_bos or (bos_id is not None and bos_id != pad_id)
+        self.bos_id = bos_id
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.prompt = DEFAULT_PROMPT if prompt is None else prompt
+        self.query_instruction = query_instruction
+        self.passage_instruction = passage_instruction
+        self.instruction_format = instruction_format
+        self.sep_ids = self._ids(SEPARATOR)
+        self.prompt_ids = self._ids(self.prompt)
+        yes = self._ids("Yes")
+        if not yes:
+            raise ModelLoadError("the tokenizer produces no token for 'Yes'")
+        #: the score is the logit of this token at the last position
+        self.yes_id = yes[0]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+        queries, passages = [], []
+        fmt = self.instruction_format
+        for i, pair in enumerate(pairs):
+            if isinstance(pair, str) or len(pair) != 2:
+                raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
+            q, p = pair
+            if not isinstance(q, str) or not isinstance(p, str):
+                raise InputError(f"pair {i}: query and passage must be strings")
+            queries.append(fmt.format(self.query_instruction, q))
+            passages.append(fmt.format(self.passage_instruction, p))
+        return queries, passages
+
+    def encode(
+        self,
+        pairs: Sequence[Sequence[str]],
+        *,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+    ) -> list[EncodedLLMPair]:
+        """Encode pairs (input order kept); each distinct query is tokenized once."""
+        max_length = max_length or self.max_length
+        if max_length < 1:
+            raise InputError(f"max_length must be positive, got {max_length}")
+        qmax = query_max_length or self.query_max_length or max_length * 3 // 4
+        queries, passages = self.texts(pairs)
+        unique = list(dict.fromkeys(queries))
+        q_ids = {
+            q: enc.ids[:qmax]
+            for q, enc in zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False))
+        }
+        p_encs = self.tokenizer.encode_batch(passages, add_special_tokens=False)
+        limit = max_length + len(self.sep_ids) + len(self.prompt_ids)
+        head = [self.bos_id] if self.add_bos else []
+        tail = self.sep_ids + self.prompt_ids
+        out = []
+        for q, p_enc in zip(queries, p_encs):
+            first = head + q_ids[q]
+            second = self.sep_ids + p_enc.ids[:max_length]
+            excess = len(first) + len(second) - limit
+            if 0 < excess < len(second):
+                second = second[:-excess]
+            kept_sep = second[: len(self.sep_ids)] == self.sep_ids
+            prefix = len(first) + (len(self.sep_ids) if kept_sep else 0)
+            out.append(EncodedLLMPair(first + second + tail, None, prefix))  # type: ignore[operator]
+        return out
