@@ -22,12 +22,26 @@ BARE_ENCODERS = {
     "BertModel": "bert",
 }
 MODEL_TYPES = {"xlm-roberta": "roberta", "roberta": "roberta", "bert": "bert"}
+#: decoder-only (LLM) rerankers, mapped to their model kind (see crossrank.models.decoder)
+DECODER_ARCHITECTURES = {
+    "GemmaForCausalLM": "gemma",
+    "LayerWiseMiniCPMForCausalLM": "minicpm-layerwise",
+}
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 
 
 def supported_architectures() -> list[str]:
     """Names of every architecture crossrank can load (sorted)."""
-    return sorted([*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS])
+    return sorted([*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS, *DECODER_ARCHITECTURES])
+
+
+def model_kind(raw: dict[str, Any]) -> str:
+    """``"encoder"`` for cross-encoders, else the decoder kind (``"gemma"``,
+    ``"minicpm-layerwise"``) named by the ``architectures`` of a config.json."""
+    for arch in raw.get("architectures") or []:
+        if arch in DECODER_ARCHITECTURES:
+            return DECODER_ARCHITECTURES[arch]
+    return "encoder"
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,24 @@ class Reranker:
         [RankResult(index=1, score=5.26..., document=None), RankResult(index=0, ...)]
     """
 
+    def __new__(cls, model: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Reranker:
+        """A decoder checkpoint (config.json ``architectures``) gives an
+        :class:`~crossrank.llm_reranker.LLMReranker`, which also takes ``prompt=`` and
+        ``cutoff_layers=``."""
+        if cls is Reranker:
+            from crossrank.config import model_kind, read_config
+            from crossrank.hub import resolve_model_dir
+
+            model_dir = resolve_model_dir(model, revision=kwargs.get("revision"))
+            if model_kind(read_config(model_dir / "config.json")) != "encoder":
+                from crossrank.llm_reranker import LLMReranker
+
+                cls = LLMReranker
+            obj = super().__new__(cls)
+            obj._resolved_dir = model_dir
+            return obj
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: str | os.PathLike[str],
@@ -138,7 +156,9 @@ class Reranker:
         from crossrank.models import load_cross_encoder
 
         self.model_name = str(model)
-        self.model_dir: Path = resolve_model_dir(model, revision=revision)
+        self.model_dir: Path = getattr(self, "_resolved_dir", None) or resolve_model_dir(
+            model, revision=revision
+        )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.config = EncoderConfig.from_dict(read_config(self.model_dir / "config.json"))
@@ -250,7 +270,7 @@ class Reranker:
             if not isinstance(query, str):
                 raise InputError(f"query {qi} must be a string")
             pairs.extend((query, document_text(d, i)) for i, d in enumerate(docs))
-        scores = self.compute_score(pairs) if pairs else []
+        scores = self._ranking_scores(pairs) if pairs else []
         results, start = [], 0
         for docs in documents:
             chunk = scores[start : start + len(docs)]
@@ -262,6 +282,10 @@ class Reranker:
                 [RankResult(i, chunk[i], docs[i] if return_documents else None) for i in order]
             )
         return results
+
+    def _ranking_scores(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """The scores :meth:`rank_many` orders by (one per pair)."""
+        return self.compute_score(pairs)
 
     def __repr__(self) -> str:
         return (

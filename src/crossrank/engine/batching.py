@@ -18,6 +18,8 @@ class TokenBatch:
     input_ids: torch.Tensor  # [batch, seq] int64
     attention_mask: torch.Tensor  # [batch, seq] int64, 1 on real tokens
     token_type_ids: torch.Tensor | None = None  # [batch, seq] int64, or None (all zeros)
+    #: [batch] int64: leading tokens that depend only on the query (LLM rerankers), or None
+    prefix_lengths: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,8 +67,12 @@ def collate(items: Sequence[EncodedPair], pad_id: int) -> TokenBatch:
         mask[row, :n] = 1
         if types is not None:
             types[row, :n] = it.type_ids
+    prefix = None
+    if getattr(items[0], "prefix_len", None) is not None:
+        prefix = torch.tensor([it.prefix_len for it in items], dtype=torch.int64)
     return TokenBatch(
         torch.from_numpy(ids),
         torch.from_numpy(mask),
         torch.from_numpy(types) if types is not None else None,
+        prefix,
     )

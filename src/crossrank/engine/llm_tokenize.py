@@ -22,6 +22,7 @@ Every pair of one query starts with the same tokens, ``[bos] + query + sep``:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,13 @@ class LLMPairTokenizer:
             raise ModelLoadError("the tokenizer produces no token for 'Yes'")
         #: the score is the logit of this token at the last position
         self.yes_id = yes[0]
+
+    def with_prompt(self, prompt: str) -> LLMPairTokenizer:
+        """A copy of this tokenizer that puts ``prompt`` after the pair."""
+        new = copy.copy(self)
+        new.prompt = prompt
+        new.prompt_ids = self._ids(prompt)
+        return new
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

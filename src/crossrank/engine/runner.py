@@ -67,8 +67,13 @@ class Engine:
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Float32 logits of already encoded pairs, in input order."""
-        out = np.zeros(len(encoded), dtype=np.float32)
+        """Float32 logits of already encoded pairs, in input order.
+
+        A backend with ``n_outputs > 1`` (several scores per pair, e.g. several cutoff layers)
+        gives an array ``[n_pairs, n_outputs]``.
+        """
+        width = int(getattr(self.backend, "n_outputs", 1))
+        out = np.zeros((len(encoded), width) if width > 1 else len(encoded), dtype=np.float32)
         if not encoded:
             return out
         max_pairs = batch_size or self.batch_size

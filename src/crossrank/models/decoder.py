@@ -24,13 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossrank.config import DECODER_ARCHITECTURES
 from crossrank.errors import ModelLoadError, UnsupportedModelError
-
-#: decoder architectures we score with -> model kind
-DECODER_ARCHITECTURES = {
-    "GemmaForCausalLM": "gemma",
-    "LayerWiseMiniCPMForCausalLM": "minicpm-layerwise",
-}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""The Reranker API and CLI on tiny decoder rerankers: exact scores (transformers' Gemma and the
+hand-written MiniCPM reference as oracles), query-prefix sharing, cutoff layers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_llm import hf_tokenizer, reference_llm_inputs
+
+QUERIES = ["what is panda?", "Debian operating system"]
+DOCS = [
+    "The giant panda is a bear species endemic to China.",
+    "hi",
+    "Debian is a free operating system for your computer. " * 4,
+    "pandas eat bamboo and live in the mountains",
+    "search engines rank documents; cross-encoders rescore the top hundred candidates " * 2,
+    "Die Katze schläft auf dem Sofa, während es draußen regnet.",
+]
+PAIRS = [(q, d) for q in QUERIES for d in DOCS]
+
+
+def gemma_reference(model_dir, pairs, max_length=512):
+    """FlagLLMReranker: reference inputs through transformers' GemmaForCausalLM, one by one."""
+    from transformers import GemmaForCausalLM
+
+    tok = hf_tokenizer(model_dir)
+    model = GemmaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
+    out = []
+    with torch.no_grad():
+        for ids in reference_llm_inputs(tok, pairs, max_length=max_length):
+            out.append(model(input_ids=torch.tensor([ids])).logits[0, -1, yes].item())
+    return np.array(out)
+
+
+def test_reranker_detects_decoders_and_keeps_encoders(gemma_dir, minicpm_dir, bert_dir):
+    from crossrank import Reranker
+    from crossrank.llm_reranker import LLMReranker
+
+    assert type(Reranker(bert_dir)) is Reranker
+    assert isinstance(Reranker(gemma_dir), LLMReranker)
+    lw = Reranker(minicpm_dir)
+    assert isinstance(lw, LLMReranker) and lw.cutoff_layers == [4]
+
+
+def test_gemma_reranker_matches_reference(gemma_dir):
+    from crossrank import Reranker
+
+    ref = gemma_reference(gemma_dir, PAIRS, max_length=24)
+    rr = Reranker(gemma_dir, max_length=24, max_batch_tokens=200)
+    got = np.array(rr.compute_score(PAIRS))
+    diff = np.abs(got - ref).max()
+    print(f"gemma reranker vs reference max abs diff {diff:.2e}")
+    assert ref.std() > 0.5 and diff < 1e-4
+    unshared = Reranker(gemma_dir, max_length=24, share_prefix=False)
+    assert np.abs(np.array(unshared.compute_score(PAIRS)) - ref).max() < 1e-4
+    single = rr.compute_score(list(PAIRS[0]))
+    assert len(single) == 1 and abs(single[0] - ref[0]) < 1e-4
+    norm = rr.compute_score(PAIRS[:3], normalize=True)
+    assert np.allclose(norm, 1 / (1 + np.exp(-ref[:3])), atol=1e-5)
+    ranked = rr.rank(QUERIES[0], DOCS)
+    assert [r.index for r in ranked] == list(np.argsort(-ref[: len(DOCS)], kind="stable"))
+
+
+def test_prefix_sharing_equals_unshared(gemma_dir, monkeypatch):
+    from crossrank import Reranker
+    from crossrank.models.gemma import GemmaForCausalLM
+
+    calls = []
+    original = GemmaForCausalLM.prefix_cache
+
+    def counting(self, ids, mask, n_layers=None):
+        calls.append(ids.shape[0])
+        return original(self, ids, mask, n_layers)
+
+    monkeypatch.setattr(GemmaForCausalLM, "prefix_cache", counting)
+    shared = Reranker(gemma_dir, max_batch_tokens=400)
+    unshared = Reranker(gemma_dir, max_batch_tokens=400, share_prefix=False)
+    pairs = PAIRS * 3
+    a = np.array(shared.compute_score(pairs))
+    n_shared_calls = len(calls)
+    b = np.array(unshared.compute_score(pairs))
+    assert n_shared_calls > 0 and len(calls) == n_shared_calls  # only the shared path caches
+    assert sum(calls) < len(pairs)  # fewer prefixes computed than pairs
+    diff = np.abs(a - b).max()
+    print(f"prefix sharing vs unshared max abs diff {diff:.2e}")
+    assert diff < 1e-4
+
+
+def test_layerwise_cutoffs_through_the_api(minicpm_dir, gemma_dir):
+    from crossrank import Reranker
+    from crossrank.errors import CrossrankError, InputError
+    from test_minicpm import reference_scores
+
+    tok = hf_tokenizer(minicpm_dir)
+    ids_list = reference_llm_inputs(tok, PAIRS, max_length=32, always_bos=True)
+    ref = np.array(
+        [[reference_scores(minicpm_dir, ids, [3, 1])[c] for c in (3, 1)] for ids in ids_list]
+    )
+    rr = Reranker(minicpm_dir, max_length=32, cutoff_layers=[3, 1], max_batch_tokens=300)
+    got = rr.compute_score(PAIRS)
+    assert len(got) == 2 and all(len(col) == len(PAIRS) for col in got)
+    diff = np.abs(np.array(got).T - ref).max()
+    print(f"layerwise reranker vs reference max abs diff {diff:.2e}")
+    assert diff < 1e-4
+    unshared = Reranker(minicpm_dir, max_length=32, cutoff_layers=[3, 1], share_prefix=False)
+    assert np.abs(np.array(unshared.compute_score(PAIRS)) - np.array(got)).max() < 1e-4
+    one = rr.compute_score(PAIRS, cutoff_layers=1)  # per-call override -> a flat list
+    assert np.abs(np.array(one) - ref[:, 1]).max() < 1e-4
+    ranked = rr.rank(QUERIES[0], DOCS)  # ranks by the first cutoff (3)
+    assert [r.index for r in ranked] == list(np.argsort(-ref[: len(DOCS), 0], kind="stable"))
+    assert rr.compute_score([]) == [[], []]
+    with pytest.raises(InputError, match="cutoff layers"):
+        rr.compute_score(PAIRS[:1], cutoff_layers=[9])
+    with pytest.raises(CrossrankError, match="cutoff_layers"):
+        Reranker(gemma_dir, cutoff_layers=[1])
+
+
+def test_prompt_override(gemma_dir):
+    from crossrank import Reranker
+
+    prompt = "Is B relevant to A? Yes or No."
+    fixed = Reranker(gemma_dir, prompt=prompt).compute_score(PAIRS[:4])
+    default = Reranker(gemma_dir)
+    per_call = default.compute_score(PAIRS[:4], prompt=prompt)
+    assert np.allclose(fixed, per_call, atol=1e-5)
+    assert not np.allclose(fixed, default.compute_score(PAIRS[:4]), atol=1e-3)
+
+
+def test_cli_score_and_rank_with_a_decoder(gemma_dir, tmp_path):
+    from crossrank import Reranker
+
+    inp = tmp_path / "pairs.jsonl"
+    inp.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS[:4]))
+    res = subprocess.run(
+        [sys.executable, "-m", "crossrank", "score", "-m", str(gemma_dir), "-i", str(inp)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    scores = [json.loads(line)["score"] for line in res.stdout.splitlines()]
+    expected = Reranker(gemma_dir).compute_score(PAIRS[:4])
+    assert np.allclose(scores, expected, atol=1e-5)
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS[:4]) + "\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "crossrank", "rank", "-m", str(gemma_dir), "-q", QUERIES[0]]
+        + ["-d", str(docs), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["index"] for r in rows] == list(np.argsort(-np.array(expected), kind="stable"))
