@@ -113,7 +113,10 @@ def test_minicpm_single_cutoff_stops_early_and_default_is_last(minicpm_dir):
     model = load_decoder(minicpm_dir)
     n = model.config.num_hidden_layers
     calls = []
-    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in model.model.layers]
+    hooks = [
+        m.self_attn.k_proj.register_forward_hook(lambda *a: calls.append(1))
+        for m in model.model.layers
+    ]
     with torch.no_grad():
         two = model.score(ids, mask, cutoff_layers=[2])
         assert len(calls) == 2  # the forward pass stopped after layer 2

@@ -211,27 +211,53 @@ class Attention(nn.Module):
         ``mask`` ``[b, 1, s, P + s]`` (True = may attend); without ``past``, plain causal.
         """
         b, s, _ = x.shape
+        cos, sin = rope
         q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        q = apply_rotary(q, cos, sin, self.rope_fp32)
+        k, v, keys, values = self._keys_values(x, rope, past)
+        out = self._attend(q, keys, values, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+
+    def forward_last(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        last: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Output ``[b, 1, h]`` for the query at position ``last[i]`` of each row only (keys and
+        values still come from every position); ``mask`` ``[b, 1, 1, keys]``."""
+        b = x.shape[0]
+        rows = torch.arange(b, device=x.device)
+        cos, sin = rope
+        xq = x[rows, last][:, None]
+        q = self.q_proj(xq).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        q = apply_rotary(q, cos[rows, last][:, None], sin[rows, last][:, None], self.rope_fp32)
+        _, _, keys, values = self._keys_values(x, rope, past)
+        out = self._attend(q, keys, values, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
+
+    def _keys_values(self, x, rope, past):
+        b, s, _ = x.shape
+        cos, sin = rope
         k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
-        cos, sin = rope
-        q = apply_rotary(q, cos, sin, self.rope_fp32)
         k = apply_rotary(k, cos, sin, self.rope_fp32)
-        keys, values = k, v
-        if past is not None:
-            keys = torch.cat((past[0], k), dim=2)
-            values = torch.cat((past[1], v), dim=2)
-        gqa = self.num_kv != self.num_heads
-        out = F.scaled_dot_product_attention(
+        if past is None:
+            return k, v, k, v
+        return k, v, torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+
+    def _attend(self, q, keys, values, mask):
+        return F.scaled_dot_product_attention(
             q,
             keys,
             values,
             attn_mask=mask,
             is_causal=mask is None,
             scale=self.head_dim**-0.5,
-            enable_gqa=gqa,
+            enable_gqa=self.num_kv != self.num_heads,
         )
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
 
 
 class MLP(nn.Module):
@@ -259,10 +285,19 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, rope, past=None, mask=None):
         attn, k, v = self.self_attn(self.input_layernorm(x), rope, past, mask)
+        return self._finish(x, attn), k, v
+
+    def forward_last(self, x, rope, last, past, mask) -> torch.Tensor:
+        """The layer's output ``[b, h]`` at position ``last[i]`` of each row only."""
+        attn = self.self_attn.forward_last(self.input_layernorm(x), rope, last, past, mask)
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self._finish(x[rows, last][:, None], attn)[:, 0]
+
+    def _finish(self, x, attn):
+        """Residual attention branch, then the MLP branch."""
         x = x + attn * self.residual_scale if self.residual_scale != 1.0 else x + attn
         h = self.mlp(self.post_attention_layernorm(x))
-        x = x + h * self.residual_scale if self.residual_scale != 1.0 else x + h
-        return x, k, v
+        return x + h * self.residual_scale if self.residual_scale != 1.0 else x + h
 
 
 class DecoderBody(nn.Module):
@@ -350,17 +385,26 @@ class DecoderLM(nn.Module):
                 (in_prefix[:, None, :].expand(b, s, pmax), causal.expand(b, s, s)), dim=2
             )[:, None]
         rope = self._rope(positions)
-        wanted = set(layers)
+        wanted, stop = set(layers), max(layers)
         out: dict[int, torch.Tensor] = {}
         if 0 in wanted:
             out[0] = x[rows, last]
-        for i, layer in enumerate(self.model.layers[: max(layers)]):
+        for i, layer in enumerate(self.model.layers[:stop]):
             past = None
             if prefix is not None:
                 past = (
                     prefix.keys[i].index_select(0, prefix_index),
                     prefix.values[i].index_select(0, prefix_index),
                 )
+            if i + 1 == stop:
+                # the last layer only matters at the last real token: its query, output
+                # projection and MLP run on that one position per row
+                if mask is None:
+                    last_mask = (steps[None, :] <= last[:, None])[:, None, None, :]
+                else:
+                    last_mask = mask[rows, :, last][:, :, None, :]
+                out[stop] = layer.forward_last(x, rope, last, past, last_mask)
+                break
             x, _, _ = layer(x, rope, past, mask)
             if i + 1 in wanted:
                 out[i + 1] = x[rows, last]
