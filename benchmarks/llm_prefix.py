@@ -10,7 +10,9 @@ Runs, in one process on the same random Gemma-shaped checkpoint (built here with
 
 The model keeps Gemma's proportions at a small size (multi-query attention, head_dim 64,
 FFN 4 x hidden, vocabulary sized so the output projection costs what Gemma's does relative to
-its layers). Scores of all three are compared; timings are the best of ``--repeats``.
+its layers). Scores of all three are compared; timings are the best of ``--repeats``, in
+process CPU seconds (one thread by default, so CPU time is compute time even on a busy
+machine) and wall seconds.
 
     PYTHONPATH=src nice -n 10 /work/main/.venv/bin/python benchmarks/llm_prefix.py
 """
@@ -28,63 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-WORDS = [
-    "the",
-    "giant",
-    "panda",
-    "is",
-    "a",
-    "bear",
-    "species",
-    "endemic",
-    "to",
-    "china",
-    "debian",
-    "is",
-    "a",
-    "free",
-    "operating",
-    "system",
-    "for",
-    "your",
-    "computer",
-    "a",
-    "reranker",
-    "orders",
-    "candidate",
-    "passages",
-    "by",
-    "their",
-    "relevance",
-    "to",
-    "a",
-    "query",
-    "search",
-    "engines",
-    "rank",
-    "documents",
-    "cross",
-    "encoders",
-    "rescore",
-    "the",
-    "top",
-    "hundred",
-    "candidates",
-    "pandas",
-    "eat",
-    "bamboo",
-    "and",
-    "live",
-    "in",
-    "the",
-    "mountains",
-    "packages",
-    "kernel",
-    "install",
-    "upgrade",
-    "network",
-    "driver",
-]
+WORDS = (  # noqa: SIM905
+    "the giant panda is a bear species endemic to china debian is a free operating system "
+    "for your computer a reranker orders candidate passages by their relevance to a query "
+    "search engines rank documents cross encoders rescore the top hundred candidates pandas "
+    "eat bamboo and live in the mountains packages kernel install upgrade network driver"
+).split()
 
 
 def build_checkpoint(path: Path, hidden: int, layers: int, vocab: int) -> None:
@@ -163,13 +114,17 @@ def reference_scores(model, lt, pairs) -> np.ndarray:
     return out
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Best wall-clock and best process CPU seconds of ``repeats`` runs, and the result.
+
+    CPU time is the fairer figure on a shared machine (other jobs inflate wall time)."""
+    walls, cpus, result = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus), result
 
 
 def main() -> None:
@@ -180,7 +135,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -201,23 +156,27 @@ def main() -> None:
             f"best of {args.repeats}\n"
         )
         print(
-            "| query tokens | prefix tokens | mean input tokens | reference s | crossrank unshared s "
-            "| crossrank shared s | shared vs unshared | shared vs reference | max abs diff |"
+            "| query tokens | prefix tokens | mean input tokens | reference CPU s "
+            "| crossrank unshared CPU s | crossrank shared CPU s | shared vs unshared "
+            "| shared vs reference | wall s (ref / unshared / shared) | max abs diff |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for qt in args.query_tokens:
             pairs = make_pairs(model_dir, args.passages, qt)
             enc = shared.tokenizer.encode(pairs)
             mean_len = statistics.mean(len(e) for e in enc)
-            t_ref, ref = timed(
-                lambda: reference_scores(hf_model, shared.tokenizer, pairs), args.repeats
+            w_ref, t_ref, ref = timed(
+                lambda p=pairs: reference_scores(hf_model, shared.tokenizer, p), args.repeats
             )
-            t_un, un = timed(lambda: np.array(unshared.compute_score(pairs)), args.repeats)
-            t_sh, sh = timed(lambda: np.array(shared.compute_score(pairs)), args.repeats)
+            w_un, t_un, un = timed(
+                lambda p=pairs: np.array(unshared.compute_score(p)), args.repeats
+            )
+            w_sh, t_sh, sh = timed(lambda p=pairs: np.array(shared.compute_score(p)), args.repeats)
             diff = max(np.abs(sh - ref).max(), np.abs(un - ref).max())
             print(
                 f"| {qt} | {enc[0].prefix_len} | {mean_len:.0f} | {t_ref:.2f} | {t_un:.2f} | "
-                f"{t_sh:.2f} | {t_un / t_sh:.2f}x | {t_ref / t_sh:.2f}x | {diff:.1e} |"
+                f"{t_sh:.2f} | {t_un / t_sh:.2f}x | {t_ref / t_sh:.2f}x | "
+                f"{w_ref:.2f} / {w_un:.2f} / {w_sh:.2f} | {diff:.1e} |"
             )
 
 
