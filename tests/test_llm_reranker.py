@@ -3,6 +3,8 @@ hand-written MiniCPM reference as oracles), query-prefix sharing, cutoff layers.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import subprocess
 import sys
@@ -47,6 +49,10 @@ def test_reranker_detects_decoders_and_keeps_encoders(gemma_dir, minicpm_dir, be
     assert isinstance(Reranker(gemma_dir), LLMReranker)
     lw = Reranker(minicpm_dir)
     assert isinstance(lw, LLMReranker) and lw.cutoff_layers == [4]
+    assert type(copy.copy(lw)) is LLMReranker  # __new__ dispatch does not break copies
+    # help() and IDEs show the constructors' real arguments
+    assert "max_length" in inspect.signature(Reranker).parameters
+    assert "cutoff_layers" in inspect.signature(LLMReranker).parameters
 
 
 def test_gemma_reranker_matches_reference(gemma_dir):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from crossrank.errors import CrossrankError, InputError
-from crossrank.reranker import Reranker, resolve_device, resolve_dtype, sigmoid
+from crossrank.reranker import Reranker, init_signature, resolve_device, resolve_dtype, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -201,3 +201,6 @@ class LLMReranker(Reranker):
             f"LLMReranker({self.model_name!r}, device={self.device}, dtype={self.dtype}, "
             f"max_length={self.max_length}{extra})"
         )
+
+
+LLMReranker.__signature__ = init_signature(LLMReranker)  # type: ignore[attr-defined]

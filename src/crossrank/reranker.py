@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -114,11 +115,13 @@ class Reranker:
         [RankResult(index=1, score=5.26..., document=None), RankResult(index=0, ...)]
     """
 
-    def __new__(cls, model: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Reranker:
+    def __new__(
+        cls, model: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any
+    ) -> Reranker:
         """A decoder checkpoint (config.json ``architectures``) gives an
         :class:`~crossrank.llm_reranker.LLMReranker`, which also takes ``prompt=`` and
         ``cutoff_layers=``."""
-        if cls is Reranker:
+        if cls is Reranker and model is not None:  # (None: copy / unpickle)
             from crossrank.config import model_kind, read_config
             from crossrank.hub import resolve_model_dir
 
@@ -292,3 +295,13 @@ class Reranker:
             f"Reranker({self.model_name!r}, device={self.device}, dtype={self.dtype}, "
             f"max_length={self.max_length})"
         )
+
+
+def init_signature(cls: type) -> inspect.Signature:
+    """The signature of ``cls.__init__`` without ``self``: what ``help`` and IDEs should show
+    for a class whose ``__new__`` takes ``*args, **kwargs``."""
+    sig = inspect.signature(cls.__init__)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+Reranker.__signature__ = init_signature(Reranker)  # type: ignore[attr-defined]
