@@ -346,8 +346,11 @@ class DecoderLM(nn.Module):
         rope = self._rope(torch.arange(p, device=x.device).expand(n, p))
         keys, values = [], []
         layers = self.model.layers[: n_layers or len(self.model.layers)]
-        for layer in layers:
-            x, k, v = layer(x, rope)
+        for i, layer in enumerate(layers):
+            if i + 1 == len(layers):  # the last layer's output is never read: keys/values only
+                k, v, _, _ = layer.self_attn._keys_values(layer.input_layernorm(x), rope, None)
+            else:
+                x, k, v = layer(x, rope)
             keys.append(k)
             values.append(v)
         return PrefixCache(keys, values, prefix_mask.sum(dim=1))
