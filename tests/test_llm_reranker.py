@@ -45,7 +45,11 @@ def test_reranker_detects_decoders_and_keeps_encoders(gemma_dir, minicpm_dir, be
     from crossrank import Reranker
     from crossrank.llm_reranker import LLMReranker
 
-    assert type(Reranker(bert_dir)) is Reranker
+    enc = Reranker(bert_dir)
+    assert type(enc) is Reranker
+    scores = enc.compute_score([["what is panda?", "a bear"], ["what is panda?", "hi"]])
+    ranked = enc.rank("what is panda?", ["a bear", "hi"])  # the ranking hook, encoder side
+    assert [r.index for r in ranked] == sorted([0, 1], key=lambda i: -scores[i])
     assert isinstance(Reranker(gemma_dir), LLMReranker)
     lw = Reranker(minicpm_dir)
     assert isinstance(lw, LLMReranker) and lw.cutoff_layers == [4]
