@@ -20,6 +20,7 @@ QRELS = {
     "q3": {"d3": 1},
     "q4": {"d1": 1},
     "q5": {"d1": 0, "d2": 0},
+    "q6": {"d12": 1},  # first relevant document at rank 12: RR@10 must be 0
 }
 RUN_TEXT = """\
 q1 Q0 dX 1 9.0 t
@@ -39,7 +40,7 @@ q2 Q0 dY 3 1.0 t
 q3 Q0 dZ 1 3.0 t
 q5 Q0 d1 1 2.0 t
 q9 Q0 d1 1 2.0 t
-"""
+""" + "".join(f"q6 Q0 d{i} {i} {20 - i}.0 t\n" for i in range(1, 14))
 
 PYTREC = {
     "nDCG@10": "ndcg_cut_10",
@@ -73,7 +74,7 @@ def pytrec_reference(qrels, run):
 def test_matches_pytrec_eval_per_query_and_mean(run):
     ev = evaluate(QRELS, run)
     ref = pytrec_reference(QRELS, run)
-    assert set(ev.per_query) == set(ref) == {"q1", "q2", "q3"}
+    assert set(ev.per_query) == set(ref) == {"q1", "q2", "q3", "q6"}
     for q in ref:
         for name in MEASURES:
             assert ev.per_query[q][name] == pytest.approx(ref[q][name], abs=1e-12), (q, name)
@@ -81,7 +82,7 @@ def test_matches_pytrec_eval_per_query_and_mean(run):
         mean = sum(ref[q][name] for q in ref) / len(ref)
         assert ev[name] == pytest.approx(mean, abs=1e-12)
     assert list(ev) == list(MEASURES)
-    assert ev.queries == 3
+    assert ev.queries == 4
     assert ev.skipped_no_relevant == 1  # q5
     assert ev.not_in_run == 1  # q4
 
@@ -102,15 +103,18 @@ def test_hand_computed_values(run):
     # q2: three tied documents, trec_eval puts dY, d7, d1 (doc id descending)
     assert ev.per_query["q2"]["RR@10"] == pytest.approx(1 / 2)
     assert ev.per_query["q3"] == dict.fromkeys(MEASURES, 0.0)  # only an unjudged doc
+    q6 = ev.per_query["q6"]  # relevant at rank 12: outside every @10, inside @100
+    assert (q6["RR@10"], q6["nDCG@10"], q6["R@10"]) == (0.0, 0.0, 0.0)
+    assert q6["R@100"] == 1.0 and q6["AP@100"] == pytest.approx(1 / 12)
 
 
 def test_query_with_empty_candidates_counts_as_zero(run):
     with_empty = {**run, "q4": {}}
     ev = evaluate(QRELS, with_empty)
-    assert ev.queries == 4 and ev.not_in_run == 0
+    assert ev.queries == 5 and ev.not_in_run == 0
     assert ev.per_query["q4"] == dict.fromkeys(MEASURES, 0.0)
     base = evaluate(QRELS, run)
-    assert ev["nDCG@10"] == pytest.approx(base["nDCG@10"] * 3 / 4)
+    assert ev["nDCG@10"] == pytest.approx(base["nDCG@10"] * 4 / 5)
 
 
 def test_is_a_dict_and_empty_run():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from crossrank.errors import missing_extra
+from crossrank.errors import InputError, missing_extra
+from crossrank.eval.runs import ranked
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +63,14 @@ def evaluate(
     sub_qrels = {qid: {d: int(r) for d, r in judged[qid].items()} for qid in evaluated}
     sub_run = {qid: {d: float(s) for d, s in run[qid].items()} for qid in evaluated}
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in evaluated}
-    if evaluated:
-        provider = ir_measures.providers.registry["pytrec_eval"]
-        for m in provider.evaluator(parsed, sub_qrels).iter_calc(sub_run):
+    provider = ir_measures.providers.registry["pytrec_eval"]
+    for name, measure, cutoff in _plan(provider, parsed):
+        if not evaluated:
+            break
+        runs = sub_run if cutoff is None else {q: _truncate(d, cutoff) for q, d in sub_run.items()}
+        for m in provider.evaluator([measure], sub_qrels).iter_calc(runs):
             if m.query_id in per_query:
-                per_query[m.query_id][str(m.measure)] = float(m.value)
+                per_query[m.query_id][name] = float(m.value)
     n = len(evaluated)
     result = Evaluation(
         {name: (sum(v[name] for v in per_query.values()) / n if n else 0.0) for name in names}
@@ -77,3 +82,26 @@ def evaluate(
     if result.skipped_no_relevant:
         logger.info("%d queries without relevant documents skipped", result.skipped_no_relevant)
     return result
+
+
+def _plan(provider: Any, measures: Sequence[Any]) -> list[tuple[str, Any, int | None]]:
+    """``(name, measure to compute, cutoff to truncate the run at)`` for each measure.
+
+    pytrec_eval's ``recip_rank`` has no cutoff, and ir-measures' pytrec_eval provider silently
+    ignores the one of ``RR@k``; trec_eval's RR@k is ``recip_rank`` of the top-k documents, so
+    those measures are computed on the run truncated at k (in trec_eval's order).
+    """
+    plan = []
+    for m in measures:
+        if provider.supports(m):
+            plan.append((str(m), m, None))
+        elif m.NAME == "RR" and isinstance(m["cutoff"], int):
+            uncut = type(m)(**{k: v for k, v in m.params.items() if k != "cutoff"})
+            plan.append((str(m), uncut, m["cutoff"]))
+        else:
+            raise InputError(f"measure {m} is not supported by the pytrec_eval provider")
+    return plan
+
+
+def _truncate(docs: Mapping[str, float], k: int) -> dict[str, float]:
+    return dict(ranked(docs)[:k])
