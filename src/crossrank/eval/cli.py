@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "FILE gets the model's name before its suffix",
     )
     p.add_argument("--save-first-stage", help="write the first-stage run (TREC) to this file")
+    p.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (0.9, as Pyserini)")
+    p.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (0.4, as Pyserini)")
     p.add_argument(
         "--cache-dir", help="BM25 index cache (default: $CROSSRANK_CACHE, the dataset, ~/.cache)"
     )
@@ -76,10 +78,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.max_queries is not None:
             run = {q: run[q] for q in sample_queries(pool, args.max_queries, args.seed)}
     else:
-        from crossrank.eval.firststage import bm25_run
+        from crossrank.eval.firststage import bm25_run, import_bm25s
 
-        if args.verbose < 2:
-            logging.getLogger("bm25s").setLevel(logging.WARNING)  # it forces DEBUG on itself
+        import_bm25s()
+        if args.verbose < 2:  # bm25s sets its logger to DEBUG when imported
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
         depth = max(args.top_k, MIN_FIRST_STAGE_DEPTH)
         pool = judged
         ids = (
@@ -87,8 +90,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if args.max_queries is not None
             else list(dataset.queries)
         )
-        run = bm25_run(dataset, depth, query_ids=ids, cache_dir=args.cache_dir)
-        first_name = f"BM25 top {depth}"
+        run = bm25_run(
+            dataset, depth, query_ids=ids, cache_dir=args.cache_dir, k1=args.bm25_k1, b=args.bm25_b
+        )
+        first_name = f"BM25 (k1={args.bm25_k1:g}, b={args.bm25_b:g}) top {depth}"
     if args.save_first_stage:
         write_run(run, args.save_first_stage, tag="bm25" if not args.run else "first_stage")
 
@@ -120,6 +125,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _check_args(args: argparse.Namespace) -> None:
     if args.top_k < 1:
         raise UsageError("--top-k must be >= 1")
+    if args.bm25_k1 < 0 or not 0 <= args.bm25_b <= 1:
+        raise UsageError("--bm25-k1 must be >= 0 and --bm25-b between 0 and 1")
     if args.max_queries is not None and args.max_queries < 1:
         raise UsageError("--max-queries must be >= 1")
     if len(set(args.model)) != len(args.model):

@@ -34,7 +34,7 @@ STOPWORDS = "en"
 STEMMER = "english"
 
 
-def _import_bm25s() -> tuple[Any, Any]:
+def import_bm25s() -> tuple[Any, Any]:
     try:
         import bm25s
     except ImportError:
@@ -48,7 +48,7 @@ def _import_bm25s() -> tuple[Any, Any]:
 
 def corpus_key(corpus: Mapping[str, str], k1: float, b: float, method: str) -> str:
     """Hex digest identifying an index: corpus content, BM25 parameters and tokenization."""
-    bm25s, _ = _import_bm25s()
+    bm25s, _ = import_bm25s()
     h = hashlib.sha256()
     settings = {
         "v": CACHE_VERSION,
@@ -108,7 +108,7 @@ class BM25Index:
         """Tokenize (lowercase, English stopwords, Snowball stemming) and index ``corpus``."""
         if not corpus:
             raise InputError("cannot build a BM25 index over an empty corpus")
-        bm25s, Stemmer = _import_bm25s()
+        bm25s, Stemmer = import_bm25s()
         start = time.perf_counter()
         doc_ids = list(corpus)
         tokens = bm25s.tokenize(
@@ -154,7 +154,7 @@ class BM25Index:
 
     @classmethod
     def _load(cls, path: Path) -> BM25Index:
-        bm25s, _ = _import_bm25s()
+        bm25s, _ = import_bm25s()
         retriever = bm25s.BM25.load(str(path), show_progress=False)
         doc_ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
         logger.info("loaded the BM25 index from %s", path)
@@ -186,7 +186,7 @@ class BM25Index:
         """
         if top_k < 1:
             raise InputError(f"top_k must be positive, got {top_k}")
-        bm25s, Stemmer = _import_bm25s()
+        bm25s, Stemmer = import_bm25s()
         qids = list(queries)
         tokens = bm25s.tokenize(
             [queries[q] for q in qids],
