@@ -93,6 +93,7 @@ def test_prefix_sharing_equals_unshared(gemma_dir, monkeypatch):
     shared = Reranker(gemma_dir, max_batch_tokens=400)
     unshared = Reranker(gemma_dir, max_batch_tokens=400, share_prefix=False)
     pairs = PAIRS * 3
+    shared.backend.min_shared_fraction = 0.0  # share whatever is shared
     a = np.array(shared.compute_score(pairs))
     n_shared_calls = len(calls)
     b = np.array(unshared.compute_score(pairs))
@@ -114,6 +115,7 @@ def test_layerwise_cutoffs_through_the_api(minicpm_dir, gemma_dir):
         [[reference_scores(minicpm_dir, ids, [3, 1])[c] for c in (3, 1)] for ids in ids_list]
     )
     rr = Reranker(minicpm_dir, max_length=32, cutoff_layers=[3, 1], max_batch_tokens=300)
+    rr.backend.min_shared_fraction = 0.0  # always share (compared with unshared below)
     got = rr.compute_score(PAIRS)
     assert len(got) == 2 and all(len(col) == len(PAIRS) for col in got)
     diff = np.abs(np.array(got).T - ref).max()
@@ -170,3 +172,19 @@ def test_cli_score_and_rank_with_a_decoder(gemma_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["index"] for r in rows] == list(np.argsort(-np.array(expected), kind="stable"))
+
+
+def test_split_prefixes_only_when_it_pays():
+    from crossrank.engine.batching import TokenBatch
+    from crossrank.engine.llm_backend import split_prefixes
+
+    ids = torch.arange(1, 101).repeat(3, 1)
+    ids[:, 2:] += torch.arange(3)[:, None] * 1000  # rows share their first 2 tokens only
+    mask = torch.ones_like(ids)
+    batch = TokenBatch(ids, mask, None, torch.tensor([2, 2, 2]))
+    assert split_prefixes(batch, 0.1) is None  # 4 of 300 tokens saved: not worth it
+    prefixes, index, suffixes = split_prefixes(batch, 0.0)
+    assert len(prefixes) == 1 and index.tolist() == [0, 0, 0]
+    assert [len(x) for x in suffixes] == [98, 98, 98]
+    assert split_prefixes(TokenBatch(ids, mask, None, torch.tensor([2, 3, 2])), 0.0) is not None
+    assert split_prefixes(TokenBatch(ids[:1], mask[:1], None, torch.tensor([2])), 0.0) is None
