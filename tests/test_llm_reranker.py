@@ -132,6 +132,8 @@ def test_layerwise_cutoffs_through_the_api(minicpm_dir, gemma_dir):
         rr.compute_score(PAIRS[:1], cutoff_layers=[9])
     with pytest.raises(CrossrankError, match="cutoff_layers"):
         Reranker(gemma_dir, cutoff_layers=[1])
+    with pytest.raises(CrossrankError, match="not supported for LLM rerankers"):
+        Reranker(gemma_dir, backend="onnx")
 
 
 def test_prompt_override(gemma_dir):

@@ -73,7 +73,13 @@ class LLMReranker(Reranker):
         from crossrank.hub import resolve_model_dir
         from crossrank.models.decoder import DecoderConfig, load_decoder
 
-        given = {k: v for k, v in unsupported.items() if v is not None}
+        # encoder-only options (e.g. backend="onnx", quantize=) are refused unless left at
+        # their defaults; the decoders run on the PyTorch backend only
+        given = {
+            k: v
+            for k, v in unsupported.items()
+            if v is not None and not (k == "backend" and v == "torch")
+        }
         if given:
             raise CrossrankError(
                 f"option(s) {', '.join(sorted(given))} are not supported for LLM rerankers"
