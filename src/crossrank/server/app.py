@@ -44,6 +44,8 @@ access_logger = logging.getLogger("crossrank.server.access")
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 #: metric label of each known path (anything else is "other": bounded label values)
 ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/info", "/metrics"} | OPEN_PATHS)
+#: routes whose body is always read as JSON, whatever its content type says
+JSON_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -230,6 +232,12 @@ class _Guard:
     async def _guarded(self, scope: dict, receive: Any, send: Any, path: str) -> None:
         s = self.state.settings
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        if path in JSON_ROUTES and b"json" not in headers.get("content-type", b""):
+            # curl -d sends a form content type: the body is still read as JSON, as documented
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k.lower() != b"content-type"
+            ] + [(b"content-type", b"application/json")]
         if s.api_key is not None and path not in OPEN_PATHS:
             auth = headers.get("authorization", b"").decode("latin-1")
             scheme, _, token = auth.partition(" ")
@@ -490,7 +498,7 @@ def create_app(
         }
 
     @app.get("/metrics", tags=["service"], response_class=Response)
-    async def metrics() -> Response:
+    async def metrics() -> Any:  # (annotations name module-level types only: FastAPI reads them)
         body, content_type = state.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crossrank.engine.batching import plan_batches
+from crossrank.errors import InputError
 from crossrank.server.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
 from crossrank.server.metrics import Metrics
 
@@ -81,6 +82,16 @@ def _resolve(job: _Job, result: object = None, error: BaseException | None = Non
         job.loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the event loop is closed: nobody waits any more
         pass
+
+
+def _encode(pt, query: str, texts: Sequence[str], spec: ChunkSpec) -> EncodedRequest:
+    """:func:`encode_request`, with the tokenizer's own failures reported as input errors."""
+    try:
+        return encode_request(pt, query, texts, spec)
+    except InputError:
+        raise
+    except Exception as exc:  # e.g. lone surrogates the tokenizer cannot take
+        raise InputError(f"cannot tokenize the input: {exc}") from None
 
 
 class Scheduler:
@@ -176,7 +187,7 @@ class Scheduler:
         try:
             t0 = time.perf_counter()
             encoded = await loop.run_in_executor(
-                self._pool, encode_request, self.reranker.tokenizer, query, texts, spec
+                self._pool, _encode, self.reranker.tokenizer, query, texts, spec
             )
             self.metrics.tokenize_duration.observe(time.perf_counter() - t0)
             if not encoded.pairs:
@@ -245,15 +256,21 @@ class Scheduler:
             lengths, max_tokens=self.max_batch_tokens, max_pairs=self.max_batch_pairs
         ):
             items = [window[k] for k in idx if not window[k][0].dead]
+            settled: list[tuple[_Job, object, BaseException | None]] = []
             try:
                 if items:
-                    self._score_batch(items, m)
+                    settled = self._score_batch(items, m)
             finally:
                 with self._cond:
                     self._queued -= len(idx)
                 m.queue_pairs.set(self._queued)
+            for job, result, error in settled:  # answer once the queue count is released
+                _resolve(job, result, error)
 
-    def _score_batch(self, items: list[tuple[_Job, int]], m: Metrics) -> None:
+    def _score_batch(
+        self, items: list[tuple[_Job, int]], m: Metrics
+    ) -> list[tuple[_Job, object, BaseException | None]]:
+        """Score one batch; returns the requests it completed (or failed)."""
         now = time.monotonic()
         jobs = list(dict.fromkeys(job for job, _ in items))
         for job in jobs:
@@ -268,10 +285,10 @@ class Scheduler:
             self.engine._score_into(pairs, np.arange(len(pairs)), out)
         except Exception as exc:
             logger.exception("scoring a batch of %d pairs failed", len(pairs))
+            error = BackendError(f"model error: {type(exc).__name__}: {exc}")
             for job in jobs:
                 job.dead = True
-                _resolve(job, error=BackendError(f"model error: {type(exc).__name__}: {exc}"))
-            return
+            return [(job, None, error) for job in jobs]
         elapsed = time.perf_counter() - t0
         m.inference_duration.observe(elapsed)
         m.batch_pairs.observe(len(pairs))
@@ -280,8 +297,10 @@ class Scheduler:
         m.pairs.inc(len(pairs))
         rate = len(pairs) / max(elapsed, 1e-6)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        done = []
         for (job, i), score in zip(items, out):
             job.scores[i] = score
             job.remaining -= 1
             if job.remaining == 0:
-                _resolve(job, result=job.scores)
+                done.append((job, job.scores, None))
+        return done
