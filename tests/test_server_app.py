@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 
 from starlette.testclient import TestClient  # noqa: E402
 
+from crossrank.engine.tokenize import EncodedPair  # noqa: E402
 from crossrank.reranker import Reranker, sigmoid  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
 from crossrank.server.settings import ServerSettings  # noqa: E402
@@ -140,28 +141,55 @@ def test_v2_cohere_shape(client, rr):
 
 
 # -- long documents ----------------------------------------------------------------------
+# The oracle works on token ids (the tiny tokenizer is retrained, not identically, per
+# session): windows are sliced by hand, pairs assembled with BERT's template, and scored by
+# the library's engine.
 
 
-def windows_of(words: list[str], size: int, overlap: int) -> list[str]:
-    """Word windows as the tokenizer's overflow makes them (step size - overlap)."""
+def ids_of(rr: Reranker, text: str) -> list[int]:
+    return rr.tokenizer.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def bert_pair(rr: Reranker, q: list[int], p: list[int]) -> EncodedPair:
+    """``[CLS] q [SEP] p [SEP]`` with type ids 0 / 1."""
+    tok = rr.tokenizer.tokenizer
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    return EncodedPair([cls, *q, sep, *p, sep], [0] * (len(q) + 2) + [1] * (len(p) + 1))
+
+
+def window_scores(rr: Reranker, doc: str, overlap: int, limit: int | None = None) -> np.ndarray:
+    """Scores of the overlapping windows of ``doc`` (its first ``limit`` tokens)."""
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)[:limit]
+    size = 64 - 3 - len(q)  # max_length - special tokens - query
     starts = [0]
-    while starts[-1] + size < len(words):
+    while starts[-1] + size < len(p):
         starts.append(starts[-1] + size - overlap)
-    return [" ".join(words[s : s + size]) for s in starts]
+    return rr.engine.score_encoded([bert_pair(rr, q, p[s : s + size]) for s in starts])
+
+
+def long_doc(tail: str, filler: str = "debian") -> str:
+    return " ".join([*([filler] * 110), tail])
+
+
+def test_oracle_pair_is_the_library_pair(rr):
+    doc = long_doc("the giant panda")
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)
+    (ref,) = rr.tokenizer.encode([(QUERY, doc)])
+    mine = bert_pair(rr, q, p[: 64 - 3 - len(q)])
+    assert mine.ids == ref.ids and mine.type_ids == ref.type_ids
 
 
 def test_truncation_left_and_right(client, rr):
-    words = (FILLER * 10)[:120] + ["the", "giant", "panda", "is", "a", "bear"]
-    doc = " ".join(words)
-    budget = 64 - 3 - 3  # max_length - special tokens - query tokens
+    doc = long_doc("the giant panda is a bear")
     right = client.post("/rerank", json={"query": QUERY, "texts": [doc], "raw_scores": True})
     assert right.json()[0]["score"] == pytest.approx(float(expected(rr, [doc])[0]), abs=TOL)
     left = client.post(
         "/rerank",
         json={"query": QUERY, "texts": [doc], "raw_scores": True, "truncation_direction": "Left"},
     )
-    tail = " ".join(words[-budget:])
-    assert left.json()[0]["score"] == pytest.approx(float(expected(rr, [tail])[0]), abs=TOL)
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)
+    want = rr.engine.score_encoded([bert_pair(rr, q, p[-(64 - 3 - len(q)) :])])[0]
+    assert left.json()[0]["score"] == pytest.approx(float(want), abs=TOL)
     refused = client.post("/rerank", json={"query": QUERY, "texts": [doc], "truncate": False})
     assert refused.status_code == 422
     assert refused.json()["error_type"] == "Validation"
@@ -170,42 +198,42 @@ def test_truncation_left_and_right(client, rr):
 
 
 def test_chunking_scores_best_chunk(client, rr):
-    budget, overlap = 64 - 3 - 3, 8
-    # tails that (for this tiny random model) score higher than the filler chunks
-    tails = [
-        "giant pandas live to bear pandas is a panda is in panda",
-        "bear china what giant bear to bear pandas eat is what china",
-    ]
-    found = False
-    for tail in tails:
-        words = (FILLER * 10)[:110] + tail.split()
-        doc = " ".join(words)
-        chunks = windows_of(words, budget, overlap)
-        assert len(chunks) == 3
-        want = expected(rr, chunks)
+    # a filler that scores low, and a tail that makes the last chunk the best (the tiny model
+    # is random, so both are searched for; the equalities below hold for any document)
+    fills = expected(rr, [" ".join([w] * 50) for w in FILLER])
+    filler = FILLER[int(fills.argmin())]
+    rng = np.random.default_rng(0)
+    words = ["the", "giant", "panda", "is", "a", "bear", "what", "pandas", "eat", "china"]
+    tails = [" ".join(rng.choice(words, size=12)) for _ in range(40)]
+    best_last = [t for t in tails if window_scores(rr, long_doc(t, filler), 8).argmax() >= 2]
+    assert best_last, "no tail made the last chunk the best one"
+    for tail in [best_last[0], tails[0]]:
+        doc = long_doc(tail, filler)
+        want = window_scores(rr, doc, overlap=8)
+        assert len(want) >= 3
         r = client.post(
             "/v1/rerank",
             json={"query": QUERY, "documents": [doc, "hello"], "max_chunks_per_doc": 5},
         )
         got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
         assert got[0] == pytest.approx(float(sigmoid(want.max())), abs=TOL)
-        # only one chunk: the truncated document, the library's score
+        # one chunk: the truncated document, the library's score
         one = client.post(
             "/v1/rerank",
             json={"query": QUERY, "documents": [doc], "max_chunks_per_doc": 1},
         ).json()["results"][0]["relevance_score"]
         assert one == pytest.approx(float(sigmoid(expected(rr, [doc])[0])), abs=TOL)
+        assert one == pytest.approx(float(sigmoid(want[0])), abs=TOL)
+        if tail == best_last[0]:  # the relevant end of the document lifts its score
+            assert got[0] > one
         # Cohere v2: read the first 60 tokens only, in two windows
         v2 = client.post(
             "/v2/rerank",
             json={"query": QUERY, "documents": [doc], "max_tokens_per_doc": 60},
         ).json()["results"][0]["relevance_score"]
-        want2 = expected(rr, windows_of(words[:60], budget, overlap)).max()
-        assert v2 == pytest.approx(float(sigmoid(want2)), abs=TOL)
-        if want.argmax() == 2:  # the tail is the best chunk: chunking found it
-            assert got[0] > one
-            found = True
-    assert found, "no tail made the last chunk the best one; the test needs another tail"
+        want2 = window_scores(rr, doc, overlap=8, limit=60)
+        assert len(want2) == 2
+        assert v2 == pytest.approx(float(sigmoid(want2.max())), abs=TOL)
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -229,7 +229,14 @@ class Scheduler:
                     self._cond.wait(left)
                 window = self._take()
             if window:
-                self._process(window)
+                try:
+                    self._process(window)
+                except Exception as exc:  # never leave a request waiting forever
+                    logger.exception("the scheduler failed on %d pairs", len(window))
+                    error = BackendError(f"scheduler error: {type(exc).__name__}: {exc}")
+                    for job in dict.fromkeys(job for job, _ in window):
+                        job.dead = True
+                        _resolve(job, error=error)
 
     def _take(self) -> list[tuple[_Job, int]]:
         """Pop pairs from the head of the queue, up to a few batches' worth of tokens."""
