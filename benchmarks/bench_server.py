@@ -53,11 +53,23 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def in_process(args, requests) -> tuple[dict, list[list[float]]]:
+def load(args):
     from crossrank import Reranker
 
     rr = Reranker(args.model, device=args.device, max_length=args.max_length, show_progress=False)
-    rr.compute_score([[q, d] for q, d in zip([requests[0][0]] * 8, requests[0][1][:8])])
+    rr.compute_score([["warm up", "warm up"]] * 8)
+    return rr
+
+
+def row(mode: str, clients: int, latencies: list[float], pairs: int, wall: float, **extra):
+    p50, p99 = percentiles(latencies)
+    return dict(mode=mode, clients=clients, requests=len(latencies), p50_ms=p50, p99_ms=p99) | (
+        dict(pairs_per_s=pairs / wall, **extra)
+    )
+
+
+def in_process(rr, requests, mode: str = "in-process") -> tuple[dict, list[list[float]]]:
+    """One ``compute_score`` call per request, sequentially."""
     latencies, scores = [], []
     t0 = time.perf_counter()
     for query, docs in requests:
@@ -65,10 +77,31 @@ def in_process(args, requests) -> tuple[dict, list[list[float]]]:
         scores.append(rr.compute_score([[query, d] for d in docs]))
         latencies.append(time.perf_counter() - t)
     wall = time.perf_counter() - t0
-    p50, p99 = percentiles(latencies)
+    return row(mode, 1, latencies, sum(len(d) for _, d in requests), wall), scores
+
+
+def interleaved(base: str, rr, requests, reference) -> list[dict]:
+    """One client: each request in process, then through the server (drift hits both alike)."""
+    import httpx
+
+    lat_in, lat_srv, diff = [], [], 0.0
+    with httpx.Client(base_url=base, timeout=600) as c:
+        for i, (query, docs) in enumerate(requests):
+            t = time.perf_counter()
+            rr.compute_score([[query, d] for d in docs])
+            lat_in.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r = c.post("/rerank", json={"query": query, "texts": docs, "raw_scores": True})
+            lat_srv.append(time.perf_counter() - t)
+            r.raise_for_status()
+            got = {x["index"]: x["score"] for x in r.json()}
+            got_scores = np.asarray([got[k] for k in range(len(docs))])
+            diff = max(diff, float(np.max(np.abs(got_scores - reference[i]))))
     pairs = sum(len(d) for _, d in requests)
-    row = dict(mode="in-process", clients=1, requests=len(requests), p50_ms=p50, p99_ms=p99)
-    return row | dict(pairs_per_s=pairs / wall), scores
+    return [
+        row("in-process (interleaved)", 1, lat_in, pairs, sum(lat_in)),
+        row("server", 1, lat_srv, pairs, sum(lat_srv), max_abs_diff=diff),
+    ]
 
 
 async def drive(base: str, requests, clients: int, total: int):
@@ -106,7 +139,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def served(args, requests, reference) -> list[dict]:
+def served(args, rr, requests, reference) -> list[dict]:
     import httpx
 
     port = free_port()
@@ -129,18 +162,18 @@ def served(args, requests, reference) -> list[dict]:
         else:
             raise SystemExit("the server did not start")
         for clients in args.clients:
+            if clients == 1:
+                rows += interleaved(base, rr, requests, reference)
+                print(rows[-2:], file=sys.stderr)
+                continue
             total = max(args.requests, clients)
             latencies, wall, results = asyncio.run(drive(base, requests, clients, total))
             diff = max(
                 float(np.max(np.abs(np.asarray(s) - reference[i % len(requests)])))
                 for i, s in results.items()
             )
-            p50, p99 = percentiles(latencies)
             pairs = sum(len(requests[i % len(requests)][1]) for i in range(total))
-            rows.append(
-                dict(mode="server", clients=clients, requests=total, p50_ms=p50, p99_ms=p99)
-                | dict(pairs_per_s=pairs / wall, max_abs_diff=diff)
-            )
+            rows.append(row("server", clients, latencies, pairs, wall, max_abs_diff=diff))
             print(rows[-1], file=sys.stderr)
     finally:
         proc.terminate()
@@ -193,9 +226,12 @@ def main() -> None:
     if args.model is None:
         args.model = minilm_reranker(Path(os.environ.get("TMPDIR", "/tmp")) / "crossrank-minilm-l6")
     requests = load_requests(args.data, args.requests, args.docs)
-    base, scores = in_process(args, requests)
-    print(base, file=sys.stderr)
-    rows = [base, *served(args, requests, [np.asarray(s) for s in scores])]
+    # in process before and after the server runs: brackets drift in the machine's load
+    rr = load(args)
+    before, scores = in_process(rr, requests)
+    print(before, file=sys.stderr)
+    rows = [before, *served(args, rr, requests, [np.asarray(s) for s in scores])]
+    rows.append(in_process(rr, requests, "in-process (after)")[0])
     import torch
 
     print(

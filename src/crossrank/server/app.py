@@ -239,10 +239,9 @@ class _Guard:
                 (k, v) for k, v in scope["headers"] if k.lower() != b"content-type"
             ] + [(b"content-type", b"application/json")]
         if s.api_key is not None and path not in OPEN_PATHS:
-            auth = headers.get("authorization", b"").decode("latin-1")
-            scheme, _, token = auth.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(
-                token.strip().encode("utf-8", "replace"), s.api_key.encode("utf-8")
+            scheme, _, token = headers.get("authorization", b"").partition(b" ")
+            ok = scheme.lower() == b"bearer" and hmac.compare_digest(
+                token.strip(), s.api_key.encode("utf-8")
             )
             if not ok:
                 await _send_error(
