@@ -1,0 +1,424 @@
+"""The HTTP routes through an in-process client (starlette's TestClient runs the lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from crossrank.engine.tokenize import EncodedPair  # noqa: E402
+from crossrank.reranker import Reranker, sigmoid  # noqa: E402
+from crossrank.server.app import create_app  # noqa: E402
+from crossrank.server.settings import ServerSettings  # noqa: E402
+
+QUERY = "what is panda"
+DOCS = [
+    "the giant panda is a bear",
+    "debian is a free operating system for your computer",
+    "pandas eat bamboo and live in the mountains",
+    "hello",
+    "search engines rank documents",
+]
+TOL = 1e-5
+#: words the tiny WordPiece tokenizer keeps as one token each (so word windows = token windows)
+FILLER = [
+    "debian",
+    "free",
+    "for",
+    "your",
+    "search",
+    "rank",
+    "cross",
+    "top",
+    "hundred",
+    "candidates",
+    "query",
+    "by",
+    "their",
+]
+
+
+@pytest.fixture(scope="module")
+def rr(bert_dir) -> Reranker:
+    return Reranker(bert_dir, device="cpu", max_length=64)
+
+
+def wait_ready(client: TestClient) -> None:
+    for _ in range(500):
+        if client.get("/health").status_code == 200:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never ready: {client.get('/health').json()}")
+
+
+@pytest.fixture(scope="module")
+def client(rr):
+    app = create_app(rr, ServerSettings(max_wait_ms=1, chunk_overlap=8))
+    with TestClient(app) as c:
+        wait_ready(c)
+        yield c
+
+
+def expected(rr: Reranker, docs: list[str], query: str = QUERY) -> np.ndarray:
+    return np.asarray(rr.compute_score([[query, d] for d in docs]), dtype=np.float32)
+
+
+# -- response shapes and scores ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["bert_dir", "xlmr_dir"])
+def test_tei_scores_equal_compute_score(model, request):
+    rr = Reranker(request.getfixturevalue(model), device="cpu")
+    with TestClient(create_app(rr, ServerSettings(max_wait_ms=1))) as c:
+        wait_ready(c)
+        raw = c.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True})
+        default = c.post("/rerank", json={"query": QUERY, "texts": DOCS})
+    assert raw.status_code == 200 and default.status_code == 200
+    want = expected(rr, DOCS)
+    got = {r["index"]: r["score"] for r in raw.json()}
+    np.testing.assert_allclose([got[i] for i in range(len(DOCS))], want, atol=TOL, rtol=0)
+    got = {r["index"]: r["score"] for r in default.json()}
+    np.testing.assert_allclose([got[i] for i in range(len(DOCS))], sigmoid(want), atol=TOL)
+    # best first, every index once, no text unless asked
+    assert [r["index"] for r in raw.json()] == list(np.argsort(-want, kind="stable"))
+    assert all(set(r) == {"index", "score"} for r in raw.json())
+
+
+def test_tei_return_text(client):
+    body = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True}).json()
+    assert all(r["text"] == DOCS[r["index"]] for r in body)
+    scores = [r["score"] for r in body]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 < s < 1 for s in scores)
+
+
+def test_v1_cohere_jina_shape(client, rr):
+    docs = [DOCS[0], {"text": DOCS[1], "id": "x"}, *DOCS[2:]]
+    r = client.post("/v1/rerank", json={"model": "anything", "query": QUERY, "documents": docs})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "model", "results", "usage", "meta"}
+    assert body["meta"]["api_version"]["version"] == "1"
+    want = sigmoid(expected(rr, DOCS))
+    assert [x["index"] for x in body["results"]] == list(np.argsort(-want, kind="stable"))
+    for x in body["results"]:
+        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
+        assert x["document"] == {"text": DOCS[x["index"]]}
+    pairs = rr.tokenizer.encode([(QUERY, d) for d in DOCS])
+    assert body["usage"]["total_tokens"] == sum(len(p) for p in pairs)
+
+    top = client.post(
+        "/v1/rerank",
+        json={"query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": False},
+    ).json()["results"]
+    assert [x["index"] for x in top] == [x["index"] for x in body["results"][:2]]
+    assert all("document" not in x for x in top)
+    # top_n beyond the number of documents returns them all
+    many = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 99}).json()
+    assert len(many["results"]) == len(DOCS)
+
+
+def test_v2_cohere_shape(client, rr):
+    r = client.post(
+        "/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 3}
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "results", "meta"}
+    assert body["meta"]["api_version"]["version"] == "2"
+    want = sigmoid(expected(rr, DOCS))
+    assert [x["index"] for x in body["results"]] == list(np.argsort(-want, kind="stable"))[:3]
+    for x in body["results"]:
+        assert set(x) == {"index", "relevance_score"}
+        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
+
+
+# -- long documents ----------------------------------------------------------------------
+# The oracle works on token ids (the tiny tokenizer is retrained, not identically, per
+# session): windows are sliced by hand, pairs assembled with BERT's template, and scored by
+# the library's engine.
+
+
+def ids_of(rr: Reranker, text: str) -> list[int]:
+    return rr.tokenizer.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def bert_pair(rr: Reranker, q: list[int], p: list[int]) -> EncodedPair:
+    """``[CLS] q [SEP] p [SEP]`` with type ids 0 / 1."""
+    tok = rr.tokenizer.tokenizer
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    return EncodedPair([cls, *q, sep, *p, sep], [0] * (len(q) + 2) + [1] * (len(p) + 1))
+
+
+def window_scores(rr: Reranker, doc: str, overlap: int, limit: int | None = None) -> np.ndarray:
+    """Scores of the overlapping windows of ``doc`` (its first ``limit`` tokens)."""
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)[:limit]
+    size = 64 - 3 - len(q)  # max_length - special tokens - query
+    starts = [0]
+    while starts[-1] + size < len(p):
+        starts.append(starts[-1] + size - overlap)
+    return rr.engine.score_encoded([bert_pair(rr, q, p[s : s + size]) for s in starts])
+
+
+def long_doc(tail: str, filler: str = "debian") -> str:
+    return " ".join([*([filler] * 110), tail])
+
+
+def test_oracle_pair_is_the_library_pair(rr):
+    doc = long_doc("the giant panda")
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)
+    (ref,) = rr.tokenizer.encode([(QUERY, doc)])
+    mine = bert_pair(rr, q, p[: 64 - 3 - len(q)])
+    assert mine.ids == ref.ids and mine.type_ids == ref.type_ids
+
+
+def test_truncation_left_and_right(client, rr):
+    doc = long_doc("the giant panda is a bear")
+    right = client.post("/rerank", json={"query": QUERY, "texts": [doc], "raw_scores": True})
+    assert right.json()[0]["score"] == pytest.approx(float(expected(rr, [doc])[0]), abs=TOL)
+    left = client.post(
+        "/rerank",
+        json={"query": QUERY, "texts": [doc], "raw_scores": True, "truncation_direction": "Left"},
+    )
+    q, p = ids_of(rr, QUERY), ids_of(rr, doc)
+    want = rr.engine.score_encoded([bert_pair(rr, q, p[-(64 - 3 - len(q)) :])])[0]
+    assert left.json()[0]["score"] == pytest.approx(float(want), abs=TOL)
+    refused = client.post("/rerank", json={"query": QUERY, "texts": [doc], "truncate": False})
+    assert refused.status_code == 422
+    assert refused.json()["error_type"] == "Validation"
+    ok = client.post("/rerank", json={"query": QUERY, "texts": ["short"], "truncate": False})
+    assert ok.status_code == 200
+
+
+def test_chunking_scores_best_chunk(client, rr):
+    # a filler that scores low, and a tail that makes the last chunk the best (the tiny model
+    # is random, so both are searched for; the equalities below hold for any document)
+    fills = expected(rr, [" ".join([w] * 50) for w in FILLER])
+    filler = FILLER[int(fills.argmin())]
+    rng = np.random.default_rng(0)
+    words = ["the", "giant", "panda", "is", "a", "bear", "what", "pandas", "eat", "china"]
+    tails = [" ".join(rng.choice(words, size=12)) for _ in range(40)]
+    best_last = [t for t in tails if window_scores(rr, long_doc(t, filler), 8).argmax() >= 2]
+    assert best_last, "no tail made the last chunk the best one"
+    for tail in [best_last[0], tails[0]]:
+        doc = long_doc(tail, filler)
+        want = window_scores(rr, doc, overlap=8)
+        assert len(want) >= 3
+        r = client.post(
+            "/v1/rerank",
+            json={"query": QUERY, "documents": [doc, "hello"], "max_chunks_per_doc": 5},
+        )
+        got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+        assert got[0] == pytest.approx(float(sigmoid(want.max())), abs=TOL)
+        # one chunk: the truncated document, the library's score
+        one = client.post(
+            "/v1/rerank",
+            json={"query": QUERY, "documents": [doc], "max_chunks_per_doc": 1},
+        ).json()["results"][0]["relevance_score"]
+        assert one == pytest.approx(float(sigmoid(expected(rr, [doc])[0])), abs=TOL)
+        assert one == pytest.approx(float(sigmoid(want[0])), abs=TOL)
+        if tail == best_last[0]:  # the relevant end of the document lifts its score
+            assert got[0] > one
+        # Cohere v2: read the first 60 tokens only, in two windows
+        v2 = client.post(
+            "/v2/rerank",
+            json={"query": QUERY, "documents": [doc], "max_tokens_per_doc": 60},
+        ).json()["results"][0]["relevance_score"]
+        want2 = window_scores(rr, doc, overlap=8, limit=60)
+        assert len(want2) == 2
+        assert v2 == pytest.approx(float(sigmoid(want2.max())), abs=TOL)
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/rerank", {"query": "", "texts": DOCS}),
+        ("/rerank", {"query": "  ", "texts": DOCS}),
+        ("/rerank", {"query": QUERY, "texts": []}),
+        ("/v1/rerank", {"query": "", "documents": DOCS}),
+        ("/v1/rerank", {"query": QUERY, "documents": []}),
+        ("/v2/rerank", {"query": QUERY, "documents": []}),
+    ],
+)
+def test_400_empty(client, path, body):
+    r = client.post(path, json=body)
+    assert r.status_code == 400
+    if path == "/rerank":
+        assert r.json()["error_type"] == "Empty" and r.json()["error"]
+    else:
+        assert set(r.json()) == {"message"}
+
+
+BAD_BODIES = [
+    b"{bad json",
+    b"null",
+    b"[]",
+    b'"text"',
+    b'{"query": 1, "texts": ["a"]}',
+    b'{"query": "q", "texts": "abc"}',
+    b'{"query": "q", "texts": [null]}',
+    b'{"query": "q", "texts": [{"text": 1}]}',
+    b'{"query": "q", "documents": [{"id": 1}]}',
+    b'{"query": "q", "documents": ["a"], "top_n": 0}',
+    b'{"query": "q", "documents": ["a"], "top_n": 100000000000000000000000}',
+    b'{"query": "q", "documents": ["a"], "max_chunks_per_doc": -1}',
+    b'{"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}',
+    b'{"query": "q", "texts": ["a"], "truncation_direction": "up"}',
+    b'{"query": "\\ud800", "texts": ["a\\udfff"], "documents": ["\\ud800"]}',
+    b'{"query": "q", "texts": ["\\u0000"], "documents": ["\\u0000"]}',
+    b"\xff\xfe\x00",
+    b'{"query": ' * 1000,
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+@pytest.mark.parametrize("path", ["/rerank", "/v1/rerank", "/v2/rerank"])
+def test_bad_bodies_are_4xx(client, path, body):
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 or r.status_code == 200, (r.status_code, r.text)
+    if r.status_code != 200:
+        if path == "/rerank":
+            assert set(r.json()) == {"error", "error_type"}
+        else:
+            assert set(r.json()) == {"message"}
+
+
+def test_422_over_limits_and_413(rr):
+    settings = ServerSettings(
+        max_client_batch_size=3, max_input_chars=40, payload_limit=600, max_wait_ms=1
+    )
+    with TestClient(create_app(rr, settings)) as c:
+        wait_ready(c)
+        r = c.post("/rerank", json={"query": QUERY, "texts": ["a"] * 4})
+        assert r.status_code == 422 and "at most 3" in r.json()["error"]
+        r = c.post("/v1/rerank", json={"query": QUERY, "documents": ["a" * 41]})
+        assert r.status_code == 422 and "40 characters" in r.json()["message"]
+        r = c.post("/v2/rerank", json={"query": "q" * 41, "documents": ["a"]})
+        assert r.status_code == 422
+        big = {"query": QUERY, "texts": ["word " * 8] * 3 + ["x" * 500]}
+        r = c.post("/rerank", json=big)
+        assert r.status_code == 413 and r.json()["error_type"] == "PayloadTooLarge"
+        r = c.post("/v1/rerank", json={"query": QUERY, "documents": ["y" * 700]})
+        assert r.status_code == 413 and set(r.json()) == {"message"}
+
+        def chunked():  # no Content-Length: the limit is enforced while reading
+            for _ in range(10):
+                yield b" " * 100
+
+        r = c.post("/rerank", content=chunked(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        # a chunked body under the limit still works
+        r = c.post(
+            "/rerank",
+            content=iter([b'{"query": "q", ', b'"texts": ["a", "b"]}']),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 200 and len(r.json()) == 2
+
+
+def test_401_api_key(rr):
+    app = create_app(rr, ServerSettings(api_key="s3cret", max_wait_ms=1))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code in (200, 503)  # open
+        wait_ready(c)
+        body = {"query": QUERY, "texts": DOCS}
+        assert c.post("/rerank", json=body).status_code == 401
+        r = c.post("/rerank", json=body, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error_type"] == "Unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = c.post("/rerank", json=body, headers={"Authorization": "Basic s3cret"})
+        assert r.status_code == 401
+        r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        assert r.status_code == 401 and set(r.json()) == {"message"}
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/info").status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert c.post("/rerank", json=body, headers=ok).status_code == 200
+        assert c.get("/info", headers=ok).json()["auth"] is True
+        assert c.get("/openapi.json").status_code == 200
+
+
+def test_503_before_startup(rr):
+    import httpx
+
+    app = create_app(rr, ServerSettings())
+
+    async def go():  # ASGITransport runs no lifespan: the model never gets ready
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            health = await c.get("/health")
+            tei = await c.post("/rerank", json={"query": QUERY, "texts": DOCS})
+            v1 = await c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        return health, tei, v1
+
+    health, tei, v1 = asyncio.run(go())
+    assert health.status_code == 503 and health.json() == {"status": "loading"}
+    assert tei.status_code == 503 and tei.json()["error_type"] == "Unhealthy"
+    assert v1.status_code == 503 and set(v1.json()) == {"message"}
+
+
+def test_load_failure_reports_503(tmp_path):
+    app = create_app(ServerSettings(model=str(tmp_path / "missing"), warmup=False))
+    with TestClient(app) as c:
+        for _ in range(200):
+            if c.get("/health").json()["status"] != "loading":
+                break
+            time.sleep(0.01)
+        r = c.get("/health")
+        assert r.status_code == 503 and r.json() == {"status": "failed"}
+
+
+def test_404_405_shapes(client):
+    assert client.get("/nope").status_code == 404
+    r = client.get("/v1/rerank")
+    assert r.status_code == 405 and set(r.json()) == {"message"}
+    r = client.get("/rerank")
+    assert r.status_code == 405 and r.json()["error_type"] == "MethodNotAllowed"
+
+
+# -- service routes ----------------------------------------------------------------------
+
+
+def test_info_openapi_docs(client, bert_dir):
+    info = client.get("/info").json()
+    assert info["model_dir"] == str(bert_dir)
+    assert info["max_length"] == 64 and info["dtype"] == "float32" and info["ready"] is True
+    assert info["max_batch_tokens"] == 8192 and info["auth"] is False
+    spec = client.get("/openapi.json").json()
+    assert {"/rerank", "/v1/rerank", "/v2/rerank", "/health", "/info", "/metrics"} <= set(
+        spec["paths"]
+    )
+    assert "422" in spec["paths"]["/rerank"]["post"]["responses"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_metrics_and_access_log(client, caplog):
+    with caplog.at_level(logging.INFO, logger="crossrank.server.access"):
+        client.post("/rerank", json={"query": QUERY, "texts": DOCS})
+        client.post("/rerank", json={"query": "", "texts": DOCS})
+    lines = [r.getMessage() for r in caplog.records if r.name == "crossrank.server.access"]
+    assert any('"POST /rerank HTTP/1.1" 200' in line and line.endswith("ms") for line in lines)
+    assert any('"POST /rerank HTTP/1.1" 400' in line for line in lines)
+    text = client.get("/metrics").text
+    assert 'crossrank_requests_total{route="/rerank",status="200"}' in text
+    assert 'crossrank_requests_total{route="/rerank",status="400"}' in text
+    for name in (
+        "crossrank_request_duration_seconds_bucket",
+        "crossrank_queue_duration_seconds_count",
+        "crossrank_inference_duration_seconds_count",
+        "crossrank_batch_pairs_bucket",
+        "crossrank_batch_tokens_bucket",
+        "crossrank_queue_pairs 0.0",
+    ):
+        assert name in text, name

@@ -1,0 +1,189 @@
+"""``crossrank serve`` as a real uvicorn subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("uvicorn")
+
+import httpx  # noqa: E402
+
+from crossrank.reranker import Reranker, sigmoid  # noqa: E402
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+QUERY = "what is panda"
+WORDS = [
+    "the",
+    "giant",
+    "panda",
+    "is",
+    "a",
+    "bear",
+    "debian",
+    "free",
+    "for",
+    "your",
+    "search",
+    "rank",
+    "cross",
+    "top",
+    "china",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docs_for(seed: int, n: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 40)))) for _ in range(n)]
+
+
+def serve_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSRANK_")}
+    env.update(extra)
+    return env
+
+
+def queue_depth(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers=AUTH, timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("crossrank_queue_pairs "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_real_server_scores_concurrency_and_graceful_shutdown(bert_dir, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    env = serve_env(
+        CROSSRANK_MAX_LENGTH="64",  # flags from the environment
+        CROSSRANK_API_KEY=KEY,
+        CROSSRANK_MAX_WAIT_MS="400",
+        CROSSRANK_DEVICE="cpu",
+    )
+    cmd = [sys.executable, "-m", "crossrank", "serve", "--model", str(bert_dir)]
+    cmd += ["--port", str(port), "--max-batch-tokens", "1024"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "server not ready in 90 s\n" + log.read_text()
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:  # no key needed
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+
+        info = httpx.get(f"{base}/info", headers=AUTH, timeout=5).json()
+        assert info["max_length"] == 64 and info["auth"] is True
+        assert info["max_batch_tokens"] == 1024
+        assert httpx.get(f"{base}/info", timeout=5).status_code == 401
+
+        rr = Reranker(bert_dir, device="cpu", max_length=64)
+        jobs = [(i % 3, f"{QUERY} {i}", docs_for(i, 4 + i % 5)) for i in range(12)]
+
+        def call(job):
+            kind, query, docs = job
+            with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
+                if kind == 0:
+                    r = c.post("/rerank", json={"query": query, "texts": docs, "raw_scores": True})
+                    return {x["index"]: x["score"] for x in r.json()}
+                path = "/v1/rerank" if kind == 1 else "/v2/rerank"
+                r = c.post(path, json={"model": "m", "query": query, "documents": docs})
+                return {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(call, jobs))
+        for (kind, query, docs), got in zip(jobs, results):
+            want = np.asarray(rr.compute_score([[query, d] for d in docs]), dtype=np.float32)
+            if kind:
+                want = sigmoid(want)
+            np.testing.assert_allclose([got[i] for i in range(len(docs))], want, atol=1e-5)
+
+        # SIGTERM with a request in flight: it is answered, then the server exits 0
+        in_flight: dict[str, httpx.Response] = {}
+
+        def slow():
+            body = {"query": QUERY, "texts": ["the giant panda"], "raw_scores": True}
+            in_flight["r"] = httpx.post(f"{base}/rerank", json=body, headers=AUTH, timeout=30)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        for _ in range(300):  # until it waits in the queue (its batch waits up to 400 ms)
+            if queue_depth(base) > 0:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the request never showed in the queue")
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        r = in_flight["r"]
+        assert r.status_code == 200
+        want = rr.compute_score([[QUERY, "the giant panda"]])[0]
+        assert r.json()[0]["score"] == pytest.approx(want, abs=1e-5)
+        assert proc.wait(30) == 0
+        text = log.read_text()
+        assert "Traceback" not in text
+        assert '"POST /rerank HTTP/1.1" 200' in text  # one access line per request
+        assert '"GET /info HTTP/1.1" 401' in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "args,env,needle",
+    [
+        (["--model", "/nonexistent/model"], {}, "nonexistent"),
+        (["--model", "M"], {"CROSSRANK_PORT": "eighty"}, "--port"),
+        (["--model", "M"], {"CROSSRANK_CHUNKING": "maybe"}, "CROSSRANK_CHUNKING"),
+        (["--model", "M", "--max-wait-ms", "-1"], {}, "max_wait_ms"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args, env, needle):
+    cmd = [sys.executable, "-m", "crossrank", "serve", *args]
+    p = subprocess.run(cmd, env=serve_env(**env), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_model_from_environment(bert_dir):
+    """CROSSRANK_MODEL satisfies the required --model (checked by parsing only)."""
+    from crossrank.cli import build_parser
+
+    old = os.environ.get("CROSSRANK_MODEL")
+    os.environ["CROSSRANK_MODEL"] = str(bert_dir)
+    os.environ["CROSSRANK_MAX_QUEUED_PAIRS"] = "7"
+    try:
+        args = build_parser().parse_args(["serve"])
+        assert args.model == str(bert_dir) and args.max_queued_pairs == 7
+        args = build_parser().parse_args(["serve", "--max-queued-pairs", "9"])
+        assert args.max_queued_pairs == 9  # the command line wins
+    finally:
+        os.environ.pop("CROSSRANK_MAX_QUEUED_PAIRS")
+        if old is None:
+            os.environ.pop("CROSSRANK_MODEL")
+        else:
+            os.environ["CROSSRANK_MODEL"] = old
