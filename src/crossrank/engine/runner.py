@@ -90,7 +90,7 @@ class Engine:
             bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
         try:
             for idx in batches:
-                self._score_into(encoded, idx, out)
+                self.score_into(encoded, idx, out)
                 if bar is not None:
                     bar.update(len(idx))
         finally:
@@ -98,8 +98,11 @@ class Engine:
                 bar.close()
         return out
 
-    def _score_into(self, encoded: Sequence[EncodedPair], idx: np.ndarray, out: np.ndarray) -> None:
-        """Score the items ``idx`` into ``out``; halve the batch on out-of-memory and retry."""
+    def score_into(self, encoded: Sequence[EncodedPair], idx: np.ndarray, out: np.ndarray) -> None:
+        """Score the items ``idx`` of ``encoded`` as one batch into ``out[idx]``.
+
+        On out-of-memory the batch is halved and retried, and the token budget lowered.
+        """
         try:
             out[idx] = self.backend.score(collate([encoded[i] for i in idx], self.pad_id))
         except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -116,5 +119,5 @@ class Engine:
                 self.max_tokens,
             )
             half = len(idx) // 2
-            self._score_into(encoded, idx[:half], out)
-            self._score_into(encoded, idx[half:], out)
+            self.score_into(encoded, idx[:half], out)
+            self.score_into(encoded, idx[half:], out)

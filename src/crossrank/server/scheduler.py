@@ -289,7 +289,7 @@ class Scheduler:
         t0 = time.perf_counter()
         try:
             # the engine's own batch path: collate + backend.score, halving on out-of-memory
-            self.engine._score_into(pairs, np.arange(len(pairs)), out)
+            self.engine.score_into(pairs, np.arange(len(pairs)), out)
         except Exception as exc:
             logger.exception("scoring a batch of %d pairs failed", len(pairs))
             error = BackendError(f"model error: {type(exc).__name__}: {exc}")
