@@ -22,7 +22,7 @@ from crossrank.errors import CrossrankError, InputError
 logger = logging.getLogger("crossrank")
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli", "crossrank.train.cli")
 
 
 class UsageError(CrossrankError):
