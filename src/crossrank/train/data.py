@@ -126,8 +126,8 @@ def load_examples(path: str, group_size: int) -> list[TrainExample]:
 def sample_group(example: TrainExample, group_size: int, rng: np.random.Generator) -> Group:
     """One positive at random + ``group_size - 1`` negatives without replacement.
 
-    When there are fewer negatives than needed, the list is repeated (as in the reference)
-    before drawing, so every negative appears before any appears twice.
+    When there are fewer negatives than needed, the list is repeated ``ceil(need / n)`` times
+    and the negatives are drawn from the repeated list, as the reference does.
     """
     pi = int(rng.integers(len(example.pos)))
     need = group_size - 1

@@ -286,8 +286,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log_path = output / "train_log.jsonl"
     if d.main:
         output.mkdir(parents=True, exist_ok=True)
-        if resume_dir is None and log_path.exists():
-            log_path.unlink()
+        trim_log(log_path, start)
     pairs_per_step = schedule.global_batch * cfg.group_size
     logger.info(
         "training %d steps (%d per epoch, %d groups), %d pairs per step, warmup %d",
@@ -520,6 +519,23 @@ def load_state(resume_dir: Path, optimizer, scheduler, scaler, rank: int):
             "%s has no RNG state for rank %d (different process count)", resume_dir, rank
         )
     return int(meta["step"]), meta.get("best")
+
+
+def trim_log(path: Path, start: int) -> None:
+    """Keep the log records of steps up to ``start`` (a resumed run rewrites later ones)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step" in rec and rec["step"] <= start:
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_log(path: Path, rec: dict[str, Any], d: Dist) -> None:
