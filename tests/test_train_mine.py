@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-WORDS = "apple banana cherry debian kernel python rust network audio video font game".split()
+WORDS = ["apple", "banana", "cherry", "debian", "kernel", "python", "rust", "network", "audio", "video", "font", "game"]
 
 
 def tiny_beir(root: Path) -> Path:
