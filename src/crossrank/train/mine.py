@@ -10,47 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.errors import InputError, missing_extra
-from crossrank.train.deveval import (
-    read_corpus,
-    read_qrels,
-    read_queries,
-    read_run,
-    sample_rank_range,
-)
+from crossrank.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 
-def bm25_rankings(
-    corpus: dict[str, str], queries: dict[str, str], top_k: int
-) -> dict[str, list[str]]:
-    """BM25 (bm25s, English stemming and stop words) top ``top_k`` document ids per query."""
-    try:
-        import bm25s
-    except ImportError:
-        raise missing_extra("eval", "bm25s") from None
-    try:
-        import Stemmer
-
-        stemmer = Stemmer.Stemmer("english")
-    except ImportError:
-        stemmer = None
-    doc_ids = list(corpus)
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize(
-            [corpus[d] for d in doc_ids], stopwords="en", stemmer=stemmer, show_progress=False
-        ),
-        show_progress=False,
-    )
-    qids = list(queries)
-    k = min(top_k, len(doc_ids))
-    tokens = bm25s.tokenize(
-        [queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False
-    )
-    results, _ = retriever.retrieve(tokens, k=k, show_progress=False)
-    return {q: [doc_ids[int(i)] for i in row] for q, row in zip(qids, results)}
+def sample_rank_range(n: int, lo: int, hi: int, k: int, rng: np.random.Generator) -> list[int]:
+    """Up to ``k`` distinct indices from ``[lo, min(hi, n))`` in rank order."""
+    pool = np.arange(lo, min(hi, n))
+    if len(pool) <= k:
+        return [int(i) for i in pool]
+    return sorted(int(i) for i in rng.choice(pool, size=k, replace=False))
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -73,34 +43,35 @@ def mine(
     seed: int = 42,
     max_queries: int | None = None,
     teacher: Any = None,
+    use_cache: bool = True,
 ) -> list[dict[str, Any]]:
     """Training groups ``{"query", "pos", "neg", ...}`` mined from a first stage.
 
-    ``run`` is a TREC run file; without it BM25 over the corpus is the first stage. Negatives
+    ``run`` is a TREC run file; without it BM25 over the corpus (``crossrank.eval``, index
+    cached unless ``use_cache`` is False) is the first stage. Negatives
     come from ranks ``[start, end)`` (0-based) of the first stage, positives (qrels > 0) and
     duplicates removed, ``negatives`` of them drawn with a generator seeded by
     ``(seed, query index)``. ``teacher`` (a Reranker) adds ``pos_scores`` / ``neg_scores``.
     """
-    dataset = Path(dataset)
-    qrels = read_qrels(dataset, split)
-    queries = read_queries(dataset)
+    from crossrank.eval.beir import load_beir
+
+    ds = load_beir(dataset, split)
+    qrels, queries, corpus = ds.qrels, ds.queries, ds.corpus
     qids = [q for q in sorted(qrels) if any(r > 0 for r in qrels[q].values())]
-    missing = [q for q in qids if q not in queries]
-    if missing:
-        raise InputError(
-            f"{len(missing)} qrels queries are not in queries.jsonl, e.g. {missing[0]}"
-        )
     if max_queries:
         qids = qids[:max_queries]
     lo, hi = rank_range
     if run is not None:
-        ranked = {q: [d for d, _ in docs] for q, docs in read_run(run).items()}
-        corpus_keep = {d for q in qids for d in ranked.get(q, [])[lo:hi]}
-        corpus_keep |= {d for q in qids for d, r in qrels[q].items() if r > 0}
-        corpus = read_corpus(dataset, corpus_keep)
+        from crossrank.eval.runs import read_run, top_candidates
+
+        ranked = top_candidates(read_run(run, doc_ids=corpus), hi)
     else:
-        corpus = read_corpus(dataset)
-        ranked = bm25_rankings(corpus, {q: queries[q] for q in qids}, hi)
+        from crossrank.eval.firststage import bm25_run, import_bm25s
+        from crossrank.eval.runs import top_candidates
+
+        import_bm25s()
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        ranked = top_candidates(bm25_run(ds, hi, query_ids=qids, use_cache=use_cache), hi)
     groups, no_run, no_neg, short = [], 0, 0, 0
     for i, q in enumerate(qids):
         pos_ids = [d for d, r in qrels[q].items() if r > 0 and d in corpus]
