@@ -62,7 +62,7 @@ class TrainConfig:
     eval_split: str = "dev"
     eval_run: str | None = None
     eval_max_queries: int | None = None
-    eval_steps: int | None = None
+    eval_steps: int | None = None  # None: evaluate at the end only
     eval_max_length: int | None = None
     save_best: bool = False
     show_progress: bool = True
@@ -352,7 +352,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             step_loss += float(loss.detach())
         if scaler is not None:
             scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -384,10 +385,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             last_log = rec
             write_log(log_path, rec, d)
             win_loss, win_steps, win_time, win_real, win_padded = 0.0, 0, 0.0, 0, 0
-        if (
-            cfg.eval_steps
-            and evaluator is not None
-            and (done % cfg.eval_steps == 0 or done == total)
+        if evaluator is not None and (
+            done == total or (cfg.eval_steps and done % cfg.eval_steps == 0)
         ):
             metrics = evaluator(model)
             model.train()
