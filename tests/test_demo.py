@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
 def run_demo(*args, cwd=None):
+    import crossrank
+
+    # the crossrank under test, also when running from another directory
+    src = str(Path(crossrank.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env.pop("CROSSRANK_DEBIAN_IR", None)
     return subprocess.run(
         [sys.executable, "-m", "crossrank", "demo", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=cwd,
+        env=env,
     )
 
 
