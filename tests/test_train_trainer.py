@@ -65,9 +65,12 @@ def cfg(tmp_path: Path, model: Path, data: str, out: str, **kw) -> TrainConfig:
 
 
 def group_ce(model_dir: Path) -> float:
-    """Mean group cross-entropy of each query's positive against the other topics."""
-    s = torch.tensor(scores(model_dir)).view(4, 4)  # row q: passages of topics 0..3
-    return float(torch.nn.functional.cross_entropy(s, torch.arange(4)))
+    """Mean cross-entropy of each query's positive against all other topics (the objective)."""
+    from crossrank import Reranker
+
+    pairs = [(f"what is {t}?", text) for t, _ in TOPICS for _, text in TOPICS]
+    s = torch.tensor(Reranker(model_dir, device="cpu").compute_score(pairs)).view(8, 8)
+    return float(torch.nn.functional.cross_entropy(s, torch.arange(8)))
 
 
 def test_training_reduces_the_loss_and_logs_every_step(tmp_path, bert_dir):
@@ -75,7 +78,7 @@ def test_training_reduces_the_loss_and_logs_every_step(tmp_path, bert_dir):
     before = group_ce(bert_dir)
     summary = train(cfg(tmp_path, bert_dir, data, "out", max_steps=12, dropout=0.0))
     after = group_ce(tmp_path / "out")
-    assert after < before - 0.1, (before, after)
+    assert after < before - 0.2, (before, after)
     log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 13))
