@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 EXTRAS ?= test,onnx,server,eval,train
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv test lint format demo clean
+.PHONY: venv test lint format demo clean bundled-model
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ format: venv
 
 demo: venv
 	$(PY) -m crossrank demo
+
+# retrain the bundled reranker (CPU, ~20 min; needs ../shared/data/debian-ir)
+bundled-model: venv
+	PY=$(PY) scripts/train-minilm-debian.sh ../shared/data/debian-ir build/minilm-debian
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

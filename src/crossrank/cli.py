@@ -22,7 +22,13 @@ from crossrank.errors import CrossrankError, InputError
 logger = logging.getLogger("crossrank")
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli", "crossrank.eval.cli", "crossrank.server.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "crossrank.cli",
+    "crossrank.eval.cli",
+    "crossrank.server.cli",
+    "crossrank.train.cli",
+    "crossrank.demo",
+)
 
 
 class UsageError(CrossrankError):

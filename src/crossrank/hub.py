@@ -37,6 +37,11 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
             raise ModelLoadError(f"{path} is not a model directory: it has no config.json")
         return path
     text = str(model)
+    from crossrank.bundled import bundled_model_dir
+
+    bundled = bundled_model_dir(text)
+    if bundled is not None:
+        return bundled
     if path.exists():
         raise ModelLoadError(f"{text} is a file; pass the checkpoint directory instead")
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:

@@ -1,0 +1,194 @@
+"""Atomic checkpoints in Hugging Face layout, plus the training state ``--resume`` needs.
+
+A checkpoint directory is written complete under a temporary name and renamed into place,
+so a run killed while saving leaves the previous checkpoint as it was and at worst a
+``.tmp-*`` directory, which is ignored (and removed by the next save).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossrank.config import EncoderConfig
+
+logger = logging.getLogger(__name__)
+
+#: tokenizer files copied from the initial model into every checkpoint
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+)
+STATE_FILE = "trainer_state.json"
+
+
+def write_model_files(
+    model: torch.nn.Module,
+    config: EncoderConfig,
+    tokenizer_dir: Path,
+    dest: Path,
+    *,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """config.json, model.safetensors (Hugging Face names) and tokenizer files into ``dest``."""
+    from crossrank.models.weights import ours_to_hf, save_safetensors
+
+    dest.mkdir(parents=True, exist_ok=True)
+    raw = config.to_dict()
+    state = ours_to_hf(model.state_dict(), config)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        raw["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (dest / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    save_safetensors(state, dest / "model.safetensors")
+    for name in TOKENIZER_FILES:
+        src = Path(tokenizer_dir) / name
+        if src.is_file():
+            shutil.copyfile(src, dest / name)
+
+
+def atomic_dir(dest: Path, fill) -> Path:
+    """Create directory ``dest`` atomically: ``fill(tmp)`` writes a temporary sibling, then
+    it is renamed over ``dest`` (an existing ``dest`` is moved aside first and removed after).
+    If ``fill`` raises, ``dest`` is untouched and the temporary directory is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{os.getpid()}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_model(
+    model: torch.nn.Module,
+    config: EncoderConfig,
+    tokenizer_dir: Path,
+    dest: Path,
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Save a loadable model directory atomically (no training state)."""
+    return atomic_dir(
+        dest, lambda tmp: write_model_files(model, config, tokenizer_dir, tmp, dtype=dtype)
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    dest: Path,
+    *,
+    model: torch.nn.Module,
+    config: EncoderConfig,
+    tokenizer_dir: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    step: int,
+    rank_states: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> Path:
+    """A full checkpoint: model files + optimizer, scheduler, RNG of every rank, data position."""
+
+    def fill(tmp: Path) -> None:
+        write_model_files(model, config, tokenizer_dir, tmp)
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            },
+            tmp / "optimizer.pt",
+        )
+        for rank, st in enumerate(rank_states):
+            torch.save(st, tmp / f"rng_state_{rank}.pth")
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
+
+    return atomic_dir(dest, fill)
+
+
+def find_last_checkpoint(output: Path) -> Path | None:
+    """The complete ``checkpoint-N`` directory with the highest N under ``output``, if any."""
+    best, best_step = None, -1
+    if not output.is_dir():
+        return None
+    for d in output.glob("checkpoint-*"):
+        if not (d / STATE_FILE).is_file():
+            continue
+        try:
+            step = int(d.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if step > best_step:
+            best, best_step = d, step
+    return best
+
+
+def prune_checkpoints(output: Path, keep: int) -> None:
+    """Remove all but the ``keep`` newest ``checkpoint-N`` directories (and stale temp dirs)."""
+    ckpts = sorted(
+        (d for d in output.glob("checkpoint-*") if d.name.split("-", 1)[1].isdigit()),
+        key=lambda d: int(d.name.split("-", 1)[1]),
+    )
+    for d in ckpts[: max(len(ckpts) - keep, 0)]:
+        shutil.rmtree(d, ignore_errors=True)

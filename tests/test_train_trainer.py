@@ -1,0 +1,223 @@
+"""Training runs on tiny checkpoints: loss goes down, checkpoints load in our Reranker and in
+transformers with the same scores, resume, DDP equivalence, atomic saves, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossrank.train.trainer import TrainConfig, train
+
+TOPICS = [
+    ("panda", "The giant panda is a bear that eats bamboo in China."),
+    ("debian", "Debian is a free operating system for your computer."),
+    ("reranker", "A reranker orders candidate passages by relevance to a query."),
+    ("fox", "The quick brown fox jumps over the lazy dog."),
+    ("cat", "Die Katze schläft auf dem Sofa, während es draußen regnet."),
+    ("tokyo", "東京は日本の首都です。"),
+    ("moscow", "Москва — столица России."),
+    ("numbers", "numbers 0 1 2 3 4 5 6 7 8 9 10 100 2024"),
+]
+
+
+def make_data(path: Path, n: int = 16) -> str:
+    rows = []
+    for i in range(n):
+        topic, text = TOPICS[i % len(TOPICS)]
+        negs = [t for k, (_, t) in enumerate(TOPICS) if k != i % len(TOPICS)]
+        rows.append({"query": f"what is {topic}?", "pos": [text], "neg": negs})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return str(path)
+
+
+PAIRS = [(f"what is {t}?", text) for t, _ in TOPICS[:4] for _, text in TOPICS[:4]]
+
+
+def scores(model_dir: Path) -> list[float]:
+    from crossrank import Reranker
+
+    return Reranker(model_dir, device="cpu").compute_score(PAIRS)
+
+
+def cfg(tmp_path: Path, model: Path, data: str, out: str, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model),
+        data=data,
+        output=str(tmp_path / out),
+        group_size=4,
+        batch_size=4,
+        lr=1e-3,
+        max_steps=6,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        show_progress=False,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def group_ce(model_dir: Path) -> float:
+    """Mean cross-entropy of each query's positive against all other topics (the objective)."""
+    from crossrank import Reranker
+
+    pairs = [(f"what is {t}?", text) for t, _ in TOPICS for _, text in TOPICS]
+    s = torch.tensor(Reranker(model_dir, device="cpu").compute_score(pairs)).view(8, 8)
+    return float(torch.nn.functional.cross_entropy(s, torch.arange(8)))
+
+
+def test_training_reduces_the_loss_and_logs_every_step(tmp_path, bert_dir):
+    data = make_data(tmp_path / "d.jsonl")
+    before = group_ce(bert_dir)
+    summary = train(cfg(tmp_path, bert_dir, data, "out", max_steps=12, dropout=0.0))
+    after = group_ce(tmp_path / "out")
+    assert after < before - 0.2, (before, after)
+    log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    assert all(r["pairs_per_s"] > 0 and 0 <= r["padding"] < 1 for r in steps)
+    assert steps[0]["lr"] > steps[-1]["lr"] == 0.0  # linear decay to zero
+    assert summary["pairs"] == 12 * 4 * 4
+
+
+def test_checkpoint_loads_in_reranker_and_transformers_with_the_same_scores(tmp_path, xlmr_dir):
+    from oracle import reference_scores
+
+    data = make_data(tmp_path / "d.jsonl")
+    train(cfg(tmp_path, xlmr_dir, data, "out", max_steps=2))
+    out = tmp_path / "out"
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["architectures"] == ["XLMRobertaForSequenceClassification"]
+    assert {"model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    ours, ref = scores(out), reference_scores(out, PAIRS)
+    assert max(abs(a - b) for a, b in zip(ours, ref)) < 1e-5
+    assert ours != scores(xlmr_dir)  # training changed the model
+
+
+def test_bare_bert_gets_a_head_and_round_trips_through_transformers(tmp_path):
+    from oracle import reference_scores
+    from tiny import bert_checkpoint
+
+    bare = bert_checkpoint(tmp_path / "bare", bare=True, seed=3)
+    data = make_data(tmp_path / "d.jsonl")
+    train(cfg(tmp_path, bare, data, "out", max_steps=2, save_dtype="fp16"))
+    out = tmp_path / "out"
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["architectures"] == ["BertForSequenceClassification"]
+    ours, ref = scores(out), reference_scores(out, PAIRS)
+    assert max(abs(a - b) for a, b in zip(ours, ref)) < 1e-4
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, bert_dir):
+    data = make_data(tmp_path / "d.jsonl")
+    # dropout stays on: the RNG state must be restored too
+    train(
+        cfg(tmp_path, bert_dir, data, "full", max_steps=6, save_steps=3, grad_accum=2, batch_size=2)
+    )
+    part = cfg(
+        tmp_path, bert_dir, data, "part", max_steps=6, save_steps=3, grad_accum=2, batch_size=2
+    )
+    train(part)
+    out = tmp_path / "part"
+    # interrupt after step 3: drop everything the run wrote later, plus a half-written save
+    for name in ("model.safetensors", "config.json"):
+        (out / name).unlink()
+    (out / ".tmp-checkpoint-5-999").mkdir()
+    (out / ".tmp-checkpoint-5-999" / "model.safetensors").write_bytes(b"partial")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    part.resume = True
+    summary = train(part)
+    assert summary["start_step"] == 3
+    a, b = scores(tmp_path / "full"), scores(out)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    steps = [json.loads(x).get("step") for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps.count(4) == 1  # the log continues after the resume point
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, bert_dir, monkeypatch):
+    import crossrank.models.weights as weights
+    from crossrank.models import load_cross_encoder
+    from crossrank.train.checkpoint import find_last_checkpoint, save_model
+
+    model = load_cross_encoder(bert_dir)
+    from crossrank.config import EncoderConfig
+
+    config = EncoderConfig.from_file(bert_dir / "config.json")
+    dest = tmp_path / "ckpt"
+    save_model(model, config, bert_dir, dest)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+
+    def crash(state, path):
+        path.with_name(path.name + ".tmp").write_bytes(b"half")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(weights, "save_safetensors", crash)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, config, bert_dir, dest)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp dir left behind
+    assert find_last_checkpoint(tmp_path) is None  # temp / non-checkpoint dirs are ignored
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "crossrank", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_bad_data_exits_2_with_the_line_number(tmp_path, bert_dir):
+    data = tmp_path / "bad.jsonl"
+    good = json.dumps({"query": "q", "pos": ["p"], "neg": ["n"]})
+    data.write_text(
+        good + "\n" + good + "\n" + json.dumps({"query": "q", "pos": [], "neg": ["n"]}) + "\n"
+    )
+    res = run_cli(
+        "train", "--model", str(bert_dir), "--data", str(data), "--output", str(tmp_path / "o")
+    )
+    assert res.returncode == 2, res.stderr
+    assert "bad.jsonl:3:" in res.stderr and "positive" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("train", "--model", str(bert_dir), "--data", str(tmp_path / "missing.jsonl"))
+    assert res.returncode == 2 and "missing.jsonl" in res.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path, bert_dir):
+    data = make_data(tmp_path / "d.jsonl")
+    # a modest lr: Adam turns rounding noise in near-zero gradients into lr-sized updates
+    common = [
+        "train", "--model", str(bert_dir), "--data", data, "--group-size", "4",
+        "--lr", "1e-4", "--max-steps", "3", "--warmup-ratio", "0", "--dropout", "0",
+        "--device", "cpu", "--no-progress", "--logging-steps", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = run_cli(*common, "--batch-size", "4", "--output", str(tmp_path / "one"), env=env)
+    assert one.returncode == 0, one.stderr
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "crossrank", *common, "--batch-size", "2", "--output", str(tmp_path / "two"),
+    ]  # fmt: skip
+    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = scores(tmp_path / "one"), scores(tmp_path / "two")
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+    assert a != scores(bert_dir)
+    log = [json.loads(x) for x in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]  # only rank 0 logs
+    shutil.rmtree(tmp_path / "two")
