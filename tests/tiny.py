@@ -7,6 +7,7 @@ a small multilingual corpus, so tests need no download.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from tokenizers import (
@@ -16,7 +17,6 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 
 CORPUS = [
@@ -38,36 +38,69 @@ def train_corpus() -> list[str]:
     return CORPUS * 3
 
 
+def _word_counts(normalizer, pre_tokenizer) -> list[tuple[str, int]]:
+    """Words of the corpus after normalization and pre-tokenization, most frequent first.
+
+    The vocabularies below are built from these counts by hand rather than by tokenizers'
+    trainers, whose tie-breaking differs from process to process: the same builder must give
+    the same tokenizer in every test session.
+    """
+    counts: dict[str, int] = {}
+    for text in train_corpus():
+        normalized = normalizer.normalize_str(text)
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalized):
+            counts[word] = counts.get(word, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def wordpiece_tokenizer(vocab_size: int = 400) -> Tokenizer:
-    """A BERT-style tokenizer: lowercasing normalizer, WordPiece, ``[CLS] A [SEP] B [SEP]``."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """A BERT-style tokenizer: lowercasing normalizer, WordPiece, ``[CLS] A [SEP] B [SEP]``.
+
+    Vocabulary: special tokens, every character (word-initial and ``##`` continuation), then
+    the most frequent words; other words split into characters.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = _word_counts(normalizer, pre_tokenizer)
+    chars = sorted({c for w, _ in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]
+    for word, _ in words:
+        if len(vocab) >= vocab_size:
+            break
+        if word not in vocab:
+            vocab.append(word)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        train_corpus(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special)
-    )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
     )
     return tok
 
 
 def unigram_tokenizer(vocab_size: int = 400) -> Tokenizer:
-    """An XLM-R-style tokenizer: Metaspace + Unigram, ``<s> A </s></s> B </s>``, pad id 1."""
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    """An XLM-R-style tokenizer: Metaspace + Unigram, ``<s> A </s></s> B </s>``, pad id 1.
+
+    Vocabulary: special tokens, the most frequent words (scored by frequency), then every
+    character with a low score, so rare words split into characters.
+    """
+    normalizer = normalizers.NFKC()
+    pre_tokenizer = pre_tokenizers.Metaspace()
+    words = _word_counts(normalizer, pre_tokenizer)
+    total = sum(c for _, c in words)
+    chars = sorted({c for w, _ in words for c in w})
+    pieces: list[tuple[str, float]] = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    budget = vocab_size - len(pieces) - len(chars)
+    pieces += [(w, math.log(c / total)) for w, c in words[:budget] if len(w) > 1]
+    seen = {p for p, _ in pieces}
+    pieces += [(c, -20.0) for c in chars if c not in seen]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=3))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.Metaspace()
-    special = ["<s>", "<pad>", "</s>", "<unk>"]
-    tok.train_from_iterator(
-        train_corpus(),
-        trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=special, unk_token="<unk>"),
-    )
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
