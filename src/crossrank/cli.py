@@ -12,12 +12,12 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import Any
 
 from crossrank._version import __version__
-from crossrank.errors import CrossrankError, InputError
+from crossrank.errors import CrossrankError
+from crossrank.files import open_input, parse_json_object, read_jsonl, require_str
 
 logger = logging.getLogger("crossrank")
 
@@ -76,42 +76,6 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
     )
 
 
-def open_input(path: str) -> IO[str]:
-    """Open ``path`` for reading text (``-`` is stdin); a clear error when it is missing."""
-    if path == "-":
-        return sys.stdin
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    if p.suffix == ".gz":
-        import gzip
-
-        return gzip.open(p, "rt", encoding="utf-8")
-    return open(p, encoding="utf-8")
-
-
-def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` from a JSON-lines file, skipping blank lines."""
-    with open_input(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, obj
-
-
-def require_str(obj: dict[str, Any], field: str, where: str) -> str:
-    value = obj.get(field)
-    if not isinstance(value, str):
-        raise InputError(f"{where}: missing string field {field!r}")
-    return value
-
-
 # -- score -------------------------------------------------------------------------------
 
 
@@ -150,12 +114,7 @@ def read_documents(path: str) -> list[dict[str, Any]]:
         if not is_json:
             docs.append({"text": line})
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object")
+        obj = parse_json_object(line, f"{path}:{lineno}")
         require_str(obj, "text", f"{path}:{lineno}")
         docs.append(obj)
     return docs

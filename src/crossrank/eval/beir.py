@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crossrank.cli import read_jsonl
 from crossrank.errors import InputError
+from crossrank.files import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def read_queries(path: Path, keep: Iterable[str] | None = None) -> dict[str, str
 
 def read_qrels(path: Path) -> Qrels:
     """Query id -> {document id -> relevance} from a BEIR qrels TSV (header line optional)."""
-    from crossrank.cli import open_input
+    from crossrank.files import open_input
 
     qrels: Qrels = {}
     with open_input(str(path)) as fh:

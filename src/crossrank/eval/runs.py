@@ -28,7 +28,7 @@ def read_run(path: str | Path, doc_ids: Collection[str] | None = None) -> Run:
         >>> run["q1"]["d7"]  # doctest: +SKIP
         9.4435
     """
-    from crossrank.cli import open_input
+    from crossrank.files import open_input
 
     run: Run = {}
     with open_input(str(path)) as fh:

@@ -87,7 +87,7 @@ def load_examples(path: str, group_size: int) -> list[TrainExample]:
     Errors name the file and line. Groups with fewer negatives than ``group_size - 1`` are
     kept (their negatives are repeated) and counted in the log.
     """
-    from crossrank.cli import read_jsonl
+    from crossrank.files import read_jsonl
 
     examples: list[TrainExample] = []
     try:
