@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from crossrank.engine.tokenize import EncodedPair
+from crossrank.engine.tokenize import EncodedPair, split_pairs
 from crossrank.errors import InputError, ModelLoadError
 
 DEFAULT_PROMPT = (
@@ -124,17 +124,10 @@ class LLMPairTokenizer:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
-        queries, passages = [], []
-        fmt = self.instruction_format
-        for i, pair in enumerate(pairs):
-            if isinstance(pair, str) or len(pair) != 2:
-                raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
-            q, p = pair
-            if not isinstance(q, str) or not isinstance(p, str):
-                raise InputError(f"pair {i}: query and passage must be strings")
-            queries.append(fmt.format(self.query_instruction, q))
-            passages.append(fmt.format(self.passage_instruction, p))
-        return queries, passages
+        """Queries and passages with their ``A: `` / ``B: `` prefixes."""
+        return split_pairs(
+            pairs, self.query_instruction, self.passage_instruction, self.instruction_format
+        )
 
     def encode(
         self,

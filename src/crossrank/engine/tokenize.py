@@ -100,20 +100,9 @@ class PairTokenizer:
 
     def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
         """Queries and passages with the optional instructions prepended."""
-        queries, passages = [], []
-        for i, pair in enumerate(pairs):
-            if isinstance(pair, str) or len(pair) != 2:
-                raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
-            q, p = pair
-            if not isinstance(q, str) or not isinstance(p, str):
-                raise InputError(f"pair {i}: query and passage must be strings")
-            if self.query_instruction is not None:
-                q = self.instruction_format.format(self.query_instruction, q)
-            if self.passage_instruction is not None:
-                p = self.instruction_format.format(self.passage_instruction, p)
-            queries.append(q)
-            passages.append(p)
-        return queries, passages
+        return split_pairs(
+            pairs, self.query_instruction, self.passage_instruction, self.instruction_format
+        )
 
     def encode(
         self,
@@ -146,6 +135,33 @@ class PairTokenizer:
         # post_process applies the tokenizer's pair template (special tokens and type ids)
         pair = self.tokenizer.post_process(q_enc, p_enc, add_special_tokens=True)
         return EncodedPair(pair.ids, pair.type_ids if self.use_type_ids else None)
+
+
+def split_pairs(
+    pairs: Sequence[Sequence[str]],
+    query_instruction: str | None = None,
+    passage_instruction: str | None = None,
+    instruction_format: str = "{}{}",
+) -> tuple[list[str], list[str]]:
+    """Check ``[query, passage]`` pairs and split them into queries and passages.
+
+    An instruction, when given, is put before each text through ``instruction_format``
+    (``"{}{}"``: instruction then text), as FlagEmbedding does.
+    """
+    queries, passages = [], []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str) or len(pair) != 2:
+            raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
+        q, p = pair
+        if not isinstance(q, str) or not isinstance(p, str):
+            raise InputError(f"pair {i}: query and passage must be strings")
+        if query_instruction is not None:
+            q = instruction_format.format(query_instruction, q)
+        if passage_instruction is not None:
+            p = instruction_format.format(passage_instruction, p)
+        queries.append(q)
+        passages.append(p)
+    return queries, passages
 
 
 def _truncated(enc: Encoding, n: int) -> Encoding:
