@@ -105,6 +105,10 @@ class Reranker:
         max_batch_tokens: padded-token budget of a forward pass (default 8192 on the CPU,
             65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
+        backend: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX Runtime, needs
+            ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
+        quantize: ``None`` or ``"int8"`` (ONNX backend only: dynamic int8 quantization of the
+            linear layers; faster on CPUs with VNNI, scores change slightly).
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -129,9 +133,11 @@ class Reranker:
         max_batch_tokens: int | None = None,
         show_progress: bool | None = None,
         revision: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         from crossrank.config import EncoderConfig, read_config
-        from crossrank.engine.backend import TorchBackend
+        from crossrank.engine.backend import create_backend
         from crossrank.engine.runner import Engine
         from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
         from crossrank.hub import resolve_model_dir
@@ -155,8 +161,18 @@ class Reranker:
             passage_instruction=passage_instruction,
             use_type_ids=self.config.type_vocab_size > 1,
         )
-        self.model = load_cross_encoder(self.model_dir, dtype=self.dtype, device=self.device)
-        self.backend = TorchBackend(self.model, self.device, self.dtype)
+        self.backend = create_backend(
+            backend,
+            model_dir=self.model_dir,
+            load_model=lambda: load_cross_encoder(
+                self.model_dir, dtype=self.dtype, device=self.device
+            ),
+            device=self.device,
+            dtype=self.dtype,
+            quantize=quantize,
+        )
+        #: our PyTorch model (None when another backend computes the scores)
+        self.model = getattr(self.backend, "model", None)
         self.engine = Engine(
             self.tokenizer,
             self.backend,

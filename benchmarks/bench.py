@@ -1,0 +1,234 @@
+"""crossrank vs FlagEmbedding vs sentence-transformers: one run, same checkpoint, same pairs.
+
+    PYTHONPATH=src python benchmarks/bench.py [--models minilm,base] [--queries 30]
+        [--candidates 100] [--base-queries 3] [--flag-batch-sizes 8,16,32,64,128]
+        [--ours torch,onnx,onnx-int8] [--repeats 1] [--json results.json]
+
+The peers run in ``benchmarks/.venv-peers``, created on first use with
+``pip install -c constraints.txt FlagEmbedding 'transformers<5' sentence-transformers`` (the
+constraints keep the CPU build of torch 2.13.0). Each run is a subprocess (``worker.py``) that
+loads the checkpoint directory and the pairs file and reports its timings as JSON.
+
+Printed per run: pairs/s, tokens/s (real tokens, FlagEmbedding's input rules), the ratio to
+FlagEmbedding at its best batch size, model FLOP utilisation (matrix-product FLOPs of the real
+tokens per second over an fp32 matmul peak measured at the start of the run) and the largest
+score difference to crossrank's torch fp32 scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV = HERE / ".venv-peers"
+PEER_PACKAGES = ["FlagEmbedding", "transformers<5", "sentence-transformers"]
+
+
+def peers_python() -> Path:
+    """The peers' interpreter, creating and filling their virtual environment if needed."""
+    py = VENV / "bin" / "python"
+    stamp = VENV / ".installed"
+    if not stamp.is_file():
+        if not py.is_file():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        cmd = [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
+        subprocess.run(cmd + PEER_PACKAGES, check=True)
+        stamp.write_text(" ".join(PEER_PACKAGES) + "\n")
+    return py
+
+
+def peer_versions(py: Path) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json;"
+        "print(json.dumps({p: m.version(p) for p in "
+        "['FlagEmbedding','sentence-transformers','transformers','torch']}))"
+    )
+    return json.loads(subprocess.run([str(py), "-c", code], capture_output=True, text=True).stdout)
+
+
+def matmul_peak(repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of a 2048x1024 @ 1024x4096 matrix product with torch's default threads."""
+    import torch
+
+    a, b = torch.randn(2048, 1024), torch.randn(1024, 4096)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / 5)
+    return 2 * 2048 * 1024 * 4096 / best / 1e9
+
+
+def model_flops(config: dict, lengths: list[int]) -> float:
+    """Matrix-product FLOPs of a forward pass over sequences of ``lengths`` real tokens."""
+    h, f, n_layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    total = 0.0
+    for n in lengths:
+        linear = 2 * n * (4 * h * h + 2 * h * f)
+        attention = 4 * n * n * h  # QK^T and attention @ V
+        total += n_layers * (linear + attention) + 2 * (h * h + h)
+    return total
+
+
+def pair_lengths(model_dir: Path, pairs: list[list[str]]) -> list[int]:
+    from crossrank import Reranker
+
+    rr = Reranker(model_dir, device="cpu")
+    return [len(e) for e in rr.tokenizer.encode(pairs)]
+
+
+def run_worker(python: Path, args: list[str], env: dict[str, str]) -> dict:
+    before = os.getloadavg()[0]
+    proc = subprocess.run(
+        [str(python), str(HERE / "worker.py"), *args], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"worker failed: {' '.join(args)}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["load_avg"] = [before, os.getloadavg()[0]]
+    return out
+
+
+def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Path, peak: float):
+    import numpy as np
+
+    pairs = [[r["query"], r["passage"]] for r in map(json.loads, open(pairs_file))]
+    lengths = pair_lengths(model_dir, pairs)
+    config = json.loads((model_dir / "config.json").read_text())
+    flops = model_flops(config, lengths)
+    common = ["--model", str(model_dir), "--pairs", str(pairs_file), "--repeats", str(args.repeats)]
+    env_ours = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env_peers = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    runs = []
+    for variant in args.ours:
+        backend, _, quant = variant.partition("-")
+        extra = ["--backend", backend] + (["--quantize", quant] if quant else [])
+        r = run_worker(Path(sys.executable), ["--lib", "crossrank", *extra, *common], env_ours)
+        r["label"] = f"crossrank {variant}" + (" fp32" if not quant else "")
+        runs.append(r)
+        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+    for bs in args.flag_batch_sizes:
+        r = run_worker(peers_py, ["--lib", "flag", "--batch-size", str(bs), *common], env_peers)
+        r["label"] = f"FlagReranker bs={bs}"
+        runs.append(r)
+        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+    if args.st:
+        r = run_worker(peers_py, ["--lib", "st", *common], env_peers)
+        r["label"] = "sentence-transformers CrossEncoder (bs=32)"
+        runs.append(r)
+        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+
+    ref = next((np.array(r["scores"]) for r in runs if r["label"] == "crossrank torch fp32"), None)
+    flag_best = min((min(r["seconds"]) for r in runs if r["lib"] == "flag"), default=None)
+    rows = []
+    for r in runs:
+        sec = min(r["seconds"])
+        scores = np.array(r.pop("scores"))
+        rows.append(
+            {
+                **r,
+                "model": name,
+                "best_seconds": sec,
+                "pairs_per_s": len(pairs) / sec,
+                "tokens_per_s": sum(lengths) / sec,
+                "vs_flag_best": (flag_best / sec) if flag_best else None,
+                "mfu": flops / sec / (peak * 1e9),
+                "max_abs_diff": float(np.abs(scores - ref).max()) if ref is not None else None,
+            }
+        )
+    return {
+        "model": name,
+        "pairs": len(pairs),
+        "tokens": sum(lengths),
+        "mean_tokens": sum(lengths) / len(lengths),
+        "gflop": flops / 1e9,
+        "rows": rows,
+    }
+
+
+def print_table(result: dict) -> None:
+    print(
+        f"\n### {result['model']}: {result['pairs']} pairs, {result['tokens']} tokens "
+        f"(mean {result['mean_tokens']:.0f}), {result['gflop']:.0f} GFLOP\n"
+    )
+    print(
+        "| run | seconds | pairs/s | tokens/s | x FlagReranker best | MFU | max abs diff | load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in result["rows"]:
+        ratio = f"{r['vs_flag_best']:.2f}" if r["vs_flag_best"] else "-"
+        diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
+        load = "/".join(f"{x:.1f}" for x in r["load_avg"])
+        print(
+            f"| {r['label']} | {r['best_seconds']:.2f} | {r['pairs_per_s']:.1f} | "
+            f"{r['tokens_per_s']:.0f} | {ratio} | {100 * r['mfu']:.1f}% | {diff} | {load} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="minilm,base")
+    ap.add_argument("--queries", type=int, default=30, help="dev queries for minilm")
+    ap.add_argument("--base-queries", type=int, default=3, help="dev queries for base")
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--flag-batch-sizes", default="8,16,32,64,128")
+    ap.add_argument("--ours", default="torch,onnx,onnx-int8")
+    ap.add_argument("--no-st", dest="st", action="store_false")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    args.flag_batch_sizes = [int(x) for x in args.flag_batch_sizes.split(",") if x]
+    args.ours = [x for x in args.ours.split(",") if x]
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT / "src"))
+    import prepare
+    import torch
+
+    peers_py = peers_python()
+    info = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "peers": peer_versions(peers_py),
+        "load_avg_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    peak = matmul_peak()
+    info["fp32_matmul_peak_gflops"] = peak
+    print(
+        f"fp32 matmul peak {peak:.0f} GFLOP/s; {info['cpus']} cpus; torch threads "
+        f"{info['torch_threads']}; load {info['load_avg_start'][0]:.2f}; peers {info['peers']}"
+    )
+    results = []
+    for name in [m for m in args.models.split(",") if m]:
+        model_dir = prepare.build(name, args.cache)
+        nq = args.queries if name == "minilm" else args.base_queries
+        pairs_file = prepare.write_pairs(
+            args.cache / f"pairs-{nq}x{args.candidates}.jsonl",
+            prepare.dev_pairs(nq, args.candidates),
+        )
+        print(f"{name}: {model_dir}, {pairs_file}", file=sys.stderr, flush=True)
+        result = bench_model(name, model_dir, pairs_file, args, peers_py, peak)
+        results.append(result)
+        print_table(result)
+    info["load_avg_end"] = os.getloadavg()
+    print(f"\nload average at the end: {info['load_avg_end'][0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
