@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/bench.py [--models minilm,base] [--queries 30]
         [--candidates 100] [--base-queries 3] [--flag-batch-sizes 8,16,32,64,128]
-        [--ours torch,onnx,onnx-int8] [--repeats 1] [--json results.json]
+        [--ours torch,onnx,onnx-int8] [--rounds 2] [--json results.json]
 
 The peers run in ``benchmarks/.venv-peers``, created on first use with
 ``pip install -c constraints.txt FlagEmbedding 'transformers<5' sentence-transformers`` (the
@@ -103,31 +103,50 @@ def run_worker(python: Path, args: list[str], env: dict[str, str]) -> dict:
 def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Path, peak: float):
     import numpy as np
 
-    pairs = [[r["query"], r["passage"]] for r in map(json.loads, open(pairs_file))]
+    with open(pairs_file, encoding="utf-8") as fh:
+        pairs = [[r["query"], r["passage"]] for r in map(json.loads, fh)]
     lengths = pair_lengths(model_dir, pairs)
     config = json.loads((model_dir / "config.json").read_text())
     flops = model_flops(config, lengths)
-    common = ["--model", str(model_dir), "--pairs", str(pairs_file), "--repeats", str(args.repeats)]
+    common = ["--model", str(model_dir), "--pairs", str(pairs_file)]
     env_ours = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     env_peers = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    runs = []
+    plan = []  # (label, python, worker args, env)
     for variant in args.ours:
         backend, _, quant = variant.partition("-")
         extra = ["--backend", backend] + (["--quantize", quant] if quant else [])
-        r = run_worker(Path(sys.executable), ["--lib", "crossrank", *extra, *common], env_ours)
-        r["label"] = f"crossrank {variant}" + (" fp32" if not quant else "")
-        runs.append(r)
-        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+        label = f"crossrank {variant}" + (" fp32" if not quant else "")
+        plan.append((label, Path(sys.executable), ["--lib", "crossrank", *extra], env_ours))
     for bs in args.flag_batch_sizes:
-        r = run_worker(peers_py, ["--lib", "flag", "--batch-size", str(bs), *common], env_peers)
-        r["label"] = f"FlagReranker bs={bs}"
-        runs.append(r)
-        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+        plan.append(
+            (
+                f"FlagReranker bs={bs}",
+                peers_py,
+                ["--lib", "flag", "--batch-size", str(bs)],
+                env_peers,
+            )
+        )
     if args.st:
-        r = run_worker(peers_py, ["--lib", "st", *common], env_peers)
-        r["label"] = "sentence-transformers CrossEncoder (bs=32)"
-        runs.append(r)
-        print(f"  {r['label']}: {min(r['seconds']):.2f}s", file=sys.stderr, flush=True)
+        plan.append(
+            ("sentence-transformers CrossEncoder (bs=32)", peers_py, ["--lib", "st"], env_peers)
+        )
+    # rounds: every configuration once per round, so load changes hit all of them alike
+    by_label: dict[str, dict] = {}
+    for rnd in range(args.rounds):
+        for label, py, wargs, env in plan:
+            r = run_worker(py, [*wargs, *common], env)
+            print(
+                f"  round {rnd + 1} {label}: {r['seconds'][0]:.2f}s (load {r['load_avg'][0]:.1f})",
+                file=sys.stderr,
+                flush=True,
+            )
+            if label in by_label:
+                prev = by_label[label]
+                prev["seconds"] += r["seconds"]
+                prev["load_avg"] += r["load_avg"]
+            else:
+                by_label[label] = dict(r, label=label)
+    runs = list(by_label.values())
 
     ref = next((np.array(r["scores"]) for r in runs if r["label"] == "crossrank torch fp32"), None)
     flag_best = min((min(r["seconds"]) for r in runs if r["lib"] == "flag"), default=None)
@@ -169,7 +188,7 @@ def print_table(result: dict) -> None:
     for r in result["rows"]:
         ratio = f"{r['vs_flag_best']:.2f}" if r["vs_flag_best"] else "-"
         diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
-        load = "/".join(f"{x:.1f}" for x in r["load_avg"])
+        load = f"{min(r['load_avg']):.1f}-{max(r['load_avg']):.1f}"
         print(
             f"| {r['label']} | {r['best_seconds']:.2f} | {r['pairs_per_s']:.1f} | "
             f"{r['tokens_per_s']:.0f} | {ratio} | {100 * r['mfu']:.1f}% | {diff} | {load} |"
@@ -185,7 +204,7 @@ def main() -> None:
     ap.add_argument("--flag-batch-sizes", default="8,16,32,64,128")
     ap.add_argument("--ours", default="torch,onnx,onnx-int8")
     ap.add_argument("--no-st", dest="st", action="store_false")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2, help="timed runs of each configuration")
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
