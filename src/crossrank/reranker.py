@@ -109,6 +109,9 @@ class Reranker:
             ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
         quantize: ``None`` or ``"int8"`` (ONNX backend only: dynamic int8 quantization of the
             linear layers; faster on CPUs with VNNI, scores change slightly).
+        devices: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs over, one model
+            replica each; replicas load on the first job of 4096 pairs or more, smaller jobs
+            run on the first device. Overrides ``device``.
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -135,6 +138,7 @@ class Reranker:
         revision: str | None = None,
         backend: str = "torch",
         quantize: str | None = None,
+        devices: Sequence[str | torch.device] | None = None,
     ) -> None:
         from crossrank.config import EncoderConfig, read_config
         from crossrank.engine.backend import create_backend
@@ -145,7 +149,8 @@ class Reranker:
 
         self.model_name = str(model)
         self.model_dir: Path = resolve_model_dir(model, revision=revision)
-        self.device = resolve_device(device)
+        pool = [resolve_device(d) for d in devices] if devices else None
+        self.device = pool[0] if pool else resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.config = EncoderConfig.from_dict(read_config(self.model_dir / "config.json"))
         if batch_size is not None and batch_size < 1:
@@ -164,12 +169,11 @@ class Reranker:
         self.backend = create_backend(
             backend,
             model_dir=self.model_dir,
-            load_model=lambda: load_cross_encoder(
-                self.model_dir, dtype=self.dtype, device=self.device
-            ),
+            load_model=lambda dev: load_cross_encoder(self.model_dir, dtype=self.dtype, device=dev),
             device=self.device,
             dtype=self.dtype,
             quantize=quantize,
+            devices=pool,
         )
         #: our PyTorch model (None when another backend computes the scores)
         self.model = getattr(self.backend, "model", None)

@@ -73,11 +73,13 @@ def create_backend(
     device: torch.device,
     dtype: torch.dtype,
     quantize: str | None = None,
+    devices: list[torch.device] | None = None,
 ) -> Backend:
     """The backend called ``name`` for the checkpoint in ``model_dir``.
 
-    ``load_model()`` returns our PyTorch model; the ONNX backend calls it only when it has to
-    export (its cache is keyed by the checkpoint's content).
+    ``load_model(device)`` returns our PyTorch model on ``device``; the ONNX backend calls it
+    only when it has to export (its cache is keyed by the checkpoint's content). Several
+    ``devices`` give a :class:`~crossrank.engine.pool.DevicePool` (torch only).
     """
     from crossrank.errors import CrossrankError
 
@@ -88,7 +90,11 @@ def create_backend(
     if name == "torch":
         if quantize is not None:
             raise CrossrankError("quantize='int8' needs backend='onnx'")
-        return TorchBackend(load_model(), device, dtype)
+        if devices and len(devices) > 1:
+            from crossrank.engine.pool import DevicePool
+
+            return DevicePool(load_model, devices, dtype)
+        return TorchBackend(load_model(device), device, dtype)
     from crossrank.engine.onnx_backend import OnnxBackend
 
     if device.type != "cpu" or dtype != torch.float32:
@@ -96,4 +102,8 @@ def create_backend(
             "the ONNX backend runs fp32 (optionally int8-quantized) on the CPU; "
             f"got device {device} and dtype {dtype}"
         )
-    return OnnxBackend.from_checkpoint(model_dir, load_model, quantize=quantize)
+    if devices and len(devices) > 1:
+        raise CrossrankError("devices=[...] needs backend='torch'")
+    return OnnxBackend.from_checkpoint(
+        model_dir, lambda: load_model(torch.device("cpu")), quantize=quantize
+    )

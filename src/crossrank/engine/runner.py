@@ -83,11 +83,23 @@ class Engine:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
+        workers_for = getattr(self.backend, "workers_for", None)
+        workers = workers_for(len(encoded), len(batches)) if workers_for else 1
         try:
-            for idx in batches:
-                self._score_into(encoded, idx, out)
-                if bar is not None:
-                    bar.update(len(idx))
+            if workers > 1:  # a device pool: one thread per device
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(workers, thread_name_prefix="crossrank") as pool:
+                    futures = [pool.submit(self._score_into, encoded, i, out) for i in batches]
+                    for idx, fut in zip(batches, futures):
+                        fut.result()
+                        if bar is not None:
+                            bar.update(len(idx))
+            else:
+                for idx in batches:
+                    self._score_into(encoded, idx, out)
+                    if bar is not None:
+                        bar.update(len(idx))
         finally:
             if bar is not None:
                 bar.close()
