@@ -22,16 +22,29 @@ from crossrank.errors import CrossrankError, InputError
 logger = logging.getLogger("crossrank")
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("crossrank.cli", "crossrank.eval.cli")
 
 
 class UsageError(CrossrankError):
     """Bad command-line usage detected after parsing."""
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The model options shared by every subcommand that loads a reranker."""
-    p.add_argument("--model", "-m", required=True, help="checkpoint directory or hub id")
+def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> None:
+    """The model options shared by every subcommand that loads a reranker.
+
+    With ``multiple``, ``--model`` may be repeated (a list, possibly empty) instead of being
+    one required value; :func:`load_reranker` then takes the model as its ``model`` argument.
+    """
+    if multiple:
+        p.add_argument(
+            "--model",
+            "-m",
+            action="append",
+            default=[],
+            help="checkpoint directory or hub id; repeat to compare several models",
+        )
+    else:
+        p.add_argument("--model", "-m", required=True, help="checkpoint directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32 (default), fp16, bf16")
     p.add_argument("--max-length", type=int, default=512, help="longest pair in tokens (512)")
@@ -39,12 +52,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", action="store_true", help="sigmoid scores instead of logits")
 
 
-def load_reranker(args: argparse.Namespace, **extra: Any):
-    """A :class:`~crossrank.Reranker` from the options of :func:`add_model_args`."""
+def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any):
+    """A :class:`~crossrank.Reranker` from the options of :func:`add_model_args`.
+
+    ``model`` overrides ``args.model`` (for commands that take several models).
+    """
     from crossrank.reranker import Reranker
 
     return Reranker(
-        args.model,
+        args.model if model is None else model,
         device=args.device,
         dtype=args.dtype,
         max_length=args.max_length,

@@ -1,0 +1,164 @@
+"""Present evaluation results: console table, JSON document, markdown report with a plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossrank.errors import missing_extra
+from crossrank.eval.metrics import Evaluation
+
+PRIMARY = "nDCG@10"
+
+
+@dataclass
+class EvalResult:
+    """Everything ``crossrank eval`` measured: the first stage and each model's reranked run."""
+
+    dataset: str
+    split: str
+    first_stage_name: str
+    top_k: int
+    first_stage: Evaluation
+    models: dict[str, Evaluation] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # model -> rerank wall time
+    sampled: tuple[int, int] | None = None  # (sample size, pool size) with --max-queries
+    seed: int = 0
+
+    @property
+    def queries(self) -> int:
+        return self.first_stage.queries
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"dataset", "split", "queries", "first_stage": {...}, "models": {model: {...}}}``."""
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "queries": self.queries,
+            "first_stage": dict(self.first_stage),
+            "models": {name: dict(ev) for name, ev in self.models.items()},
+        }
+
+
+def write_json(result: EvalResult, path: str | Path) -> None:
+    """Write :meth:`EvalResult.to_json` to ``path`` (atomically)."""
+    _atomic_write(Path(path), json.dumps(result.to_json(), indent=2) + "\n")
+
+
+def summary_line(result: EvalResult) -> str:
+    fs = result.first_stage
+    parts = [f"{result.dataset} [{result.split}]: {fs.queries} queries evaluated"]
+    if result.sampled:
+        parts.append(f"sample of {result.sampled[0]} of {result.sampled[1]} (seed {result.seed})")
+    if fs.skipped_no_relevant:
+        parts.append(f"{fs.skipped_no_relevant} skipped (no relevant document)")
+    if fs.not_in_run and not result.sampled:
+        parts.append(f"{fs.not_in_run} judged queries not in the first stage")
+    first = f"first stage: {result.first_stage_name}"
+    if result.models:
+        first += f", top {result.top_k} reranked"
+    return "; ".join(parts) + "\n" + first
+
+
+def format_table(result: EvalResult, markdown: bool = False) -> str:
+    """First stage vs each model, with deltas; one column per model (labelled M1, M2...)."""
+    labels = [f"M{i}" for i in range(1, len(result.models) + 1)]
+    header = ["metric", "first stage"] + labels
+    rows = []
+    for name in result.first_stage:
+        base = result.first_stage[name]
+        row = [name, f"{base:.4f}"]
+        for ev in result.models.values():
+            row.append(f"{ev[name]:.4f} ({ev[name] - base:+.4f})")
+        rows.append(row)
+    legend = [f"{label} = {model}" for label, model in zip(labels, result.models)]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + ("\n\n" + "\n".join(f"- {x}" for x in legend) if legend else "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines + legend)
+
+
+def format_console(result: EvalResult) -> str:
+    text = summary_line(result) + "\n\n" + format_table(result)
+    if result.seconds:
+        text += "\n" + "\n".join(
+            f"reranking with {m}: {s:.1f} s" for m, s in result.seconds.items()
+        )
+    return text
+
+
+def plot_deltas(result: EvalResult, path: str | Path) -> None:
+    """PNG of the per-query nDCG@10 change (reranked - first stage), sorted, one line per model."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("eval", "matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    base = result.first_stage.per_query
+    for label, (model, ev) in zip(range(1, len(result.models) + 1), result.models.items()):
+        deltas = sorted(
+            (ev.per_query[q][PRIMARY] - base[q][PRIMARY] for q in base if q in ev.per_query),
+            reverse=True,
+        )
+        better = sum(d > 0 for d in deltas)
+        worse = sum(d < 0 for d in deltas)
+        ax.plot(
+            range(len(deltas)),
+            deltas,
+            label=f"M{label} {_short(model)} (+{better} / -{worse})",
+            drawstyle="steps-mid",
+        )
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("queries, sorted by change")
+    ax.set_ylabel(f"{PRIMARY} reranked - first stage")
+    ax.set_title(f"{result.dataset} [{result.split}]: per-query {PRIMARY} change")
+    if result.models:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")
+    plt.close(fig)
+
+
+def write_markdown(result: EvalResult, path: str | Path, command: str | None = None) -> Path:
+    """A markdown report next to a PNG plot (``<report stem>.png``); returns the PNG's path."""
+    path = Path(path)
+    png = path.with_suffix(".png")
+    plot_deltas(result, png)
+    lines = [f"# Evaluation: {result.dataset} [{result.split}]", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [summary_line(result).replace("\n", "  \n"), "", format_table(result, markdown=True)]
+    if result.models:
+        lines += ["", f"![per-query {PRIMARY} change]({png.name})"]
+        for model, ev in result.models.items():
+            base = result.first_stage.per_query
+            d = [ev.per_query[q][PRIMARY] - base[q][PRIMARY] for q in base if q in ev.per_query]
+            lines.append(
+                f"- {model}: {sum(x > 0 for x in d)} queries better, "
+                f"{sum(x < 0 for x in d)} worse, {sum(x == 0 for x in d)} unchanged"
+            )
+    _atomic_write(path, "\n".join(lines) + "\n")
+    return png
+
+
+def _short(model: str, width: int = 40) -> str:
+    return model if len(model) <= width else "…" + model[-(width - 1) :]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,57 @@
+"""Tensor-name mapping between Hugging Face checkpoints and our modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossrank.config import EncoderConfig
+from crossrank.models import load_cross_encoder
+from crossrank.models.weights import hf_to_ours, ours_to_hf
+
+
+def test_round_trip_into_transformers(xlmr_dir, bert_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    for model_dir in (xlmr_dir, bert_dir):
+        ours = load_cross_encoder(model_dir)
+        hf = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        converted = ours_to_hf(ours.state_dict(), ours.config)
+        reference = {k: v for k, v in hf.state_dict().items() if not k.endswith("position_ids")}
+        assert set(converted) == set(reference)
+        for k, v in reference.items():
+            assert torch.equal(converted[k], v), k
+
+
+def test_legacy_names_and_unused_tensors():
+    cfg = EncoderConfig.from_dict(
+        {
+            "architectures": ["BertForSequenceClassification"],
+            "vocab_size": 10,
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 16,
+        }
+    )
+    assert hf_to_ours("bert.embeddings.LayerNorm.gamma", cfg) == (
+        "encoder.embeddings.LayerNorm.weight",
+        None,
+    )
+    assert hf_to_ours("bert.encoder.layer.0.attention.self.key.bias", cfg) == (
+        "encoder.layers.0.qkv.bias",
+        1,
+    )
+    assert hf_to_ours("bert.pooler.dense.weight", cfg) == ("head.dense.weight", None)
+    assert hf_to_ours("classifier.weight", cfg) == ("head.out_proj.weight", None)
+    assert hf_to_ours("cls.predictions.bias", cfg) is None
+
+
+def test_bf16_load_casts_while_streaming(bert_dir):
+    model = load_cross_encoder(bert_dir, dtype=torch.bfloat16)
+    dtypes = {p.dtype for p in model.parameters()}
+    assert dtypes == {torch.bfloat16}
+    ids = torch.tensor([[2, 10, 11, 3]])
+    with torch.no_grad():
+        out = model(ids, torch.ones_like(ids))
+    assert out.shape == (1,) and np.isfinite(out.float().numpy()).all()
