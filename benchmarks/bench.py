@@ -1,7 +1,7 @@
 """crossrank vs FlagEmbedding vs sentence-transformers: one run, same checkpoint, same pairs.
 
-    PYTHONPATH=src python benchmarks/bench.py [--models minilm,base] [--queries 30]
-        [--candidates 100] [--base-queries 3] [--flag-batch-sizes 8,16,32,64,128]
+    PYTHONPATH=src python benchmarks/bench.py [--models minilm,base] [--queries 10]
+        [--candidates 100] [--base-queries 1] [--flag-batch-sizes 8,16,32,64,128]
         [--ours torch,onnx,onnx-int8] [--rounds 2] [--json results.json]
 
 The peers run in ``benchmarks/.venv-peers``, created on first use with
@@ -198,8 +198,8 @@ def print_table(result: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="minilm,base")
-    ap.add_argument("--queries", type=int, default=30, help="dev queries for minilm")
-    ap.add_argument("--base-queries", type=int, default=3, help="dev queries for base")
+    ap.add_argument("--queries", type=int, default=10, help="dev queries for minilm")
+    ap.add_argument("--base-queries", type=int, default=1, help="dev queries for base")
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--flag-batch-sizes", default="8,16,32,64,128")
     ap.add_argument("--ours", default="torch,onnx,onnx-int8")
