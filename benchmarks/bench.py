@@ -54,19 +54,26 @@ def peer_versions(py: Path) -> dict[str, str]:
     return json.loads(subprocess.run([str(py), "-c", code], capture_output=True, text=True).stdout)
 
 
-def matmul_peak(repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of a 2048x1024 @ 1024x4096 matrix product with torch's default threads."""
+def matmul_peak(device: str = "cpu", dtype: str = "fp32", repeats: int = 5) -> float:
+    """Best GFLOP/s of a matrix product (CPU: fp32 2048x1024 @ 1024x4096 with torch's default
+    threads; CUDA: 8192^3 in ``dtype``)."""
     import torch
 
-    a, b = torch.randn(2048, 1024), torch.randn(1024, 4096)
+    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    m, k, n = (2048, 1024, 4096) if device == "cpu" else (8192, 8192, 8192)
+    a = torch.randn(m, k, device=device, dtype=dt)
+    b = torch.randn(k, n, device=device, dtype=dt)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(5):
             a @ b
+        sync()
         best = min(best, (time.perf_counter() - t0) / 5)
-    return 2 * 2048 * 1024 * 4096 / best / 1e9
+    return 2 * m * k * n / best / 1e9
 
 
 def model_flops(config: dict, lengths: list[int]) -> float:
@@ -108,28 +115,25 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
     lengths = pair_lengths(model_dir, pairs)
     config = json.loads((model_dir / "config.json").read_text())
     flops = model_flops(config, lengths)
-    common = ["--model", str(model_dir), "--pairs", str(pairs_file)]
+    common = ["--model", str(model_dir), "--pairs", str(pairs_file), "--device", args.device]
     env_ours = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     env_peers = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     plan = []  # (label, python, worker args, env)
     for variant in args.ours:
-        backend, _, quant = variant.partition("-")
-        extra = ["--backend", backend] + (["--quantize", quant] if quant else [])
-        label = f"crossrank {variant}" + (" fp32" if not quant else "")
+        backend, _, kind = variant.partition("-")
+        extra = ["--backend", backend]
+        if kind == "int8":
+            extra += ["--quantize", "int8"]
+        extra += ["--dtype", kind if kind in ("fp16", "bf16") else "fp32"]
+        label = f"crossrank {variant}" + ("" if kind else " fp32")
         plan.append((label, Path(sys.executable), ["--lib", "crossrank", *extra], env_ours))
+    flag_dtype = "fp16" if args.device.startswith("cuda") else "fp32"
     for bs in args.flag_batch_sizes:
-        plan.append(
-            (
-                f"FlagReranker bs={bs}",
-                peers_py,
-                ["--lib", "flag", "--batch-size", str(bs)],
-                env_peers,
-            )
-        )
+        fargs = ["--lib", "flag", "--batch-size", str(bs), "--dtype", flag_dtype]
+        plan.append((f"FlagReranker {flag_dtype} bs={bs}", peers_py, fargs, env_peers))
     if args.st:
-        plan.append(
-            ("sentence-transformers CrossEncoder (bs=32)", peers_py, ["--lib", "st"], env_peers)
-        )
+        sargs = ["--lib", "st", "--dtype", flag_dtype]
+        plan.append((f"sentence-transformers {flag_dtype} (bs=32)", peers_py, sargs, env_peers))
     # rounds: every configuration once per round, so load changes hit all of them alike
     by_label: dict[str, dict] = {}
     for rnd in range(args.rounds):
@@ -148,7 +152,8 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
                 by_label[label] = dict(r, label=label)
     runs = list(by_label.values())
 
-    ref = next((np.array(r["scores"]) for r in runs if r["label"] == "crossrank torch fp32"), None)
+    ref_label = "crossrank " + args.ours[0] + ("" if "-" in args.ours[0] else " fp32")
+    ref = next((np.array(r["scores"]) for r in runs if r["label"] == ref_label), None)
     flag_best = min((min(r["seconds"]) for r in runs if r["lib"] == "flag"), default=None)
     rows = []
     for r in runs:
@@ -205,6 +210,11 @@ def main() -> None:
     ap.add_argument("--ours", default="torch,onnx,onnx-int8")
     ap.add_argument("--no-st", dest="st", action="store_false")
     ap.add_argument("--rounds", type=int, default=2, help="timed runs of each configuration")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (GPU: see README)")
+    ap.add_argument(
+        "--peak-dtype", default=None, help="matmul peak dtype (default fp32 on CPU, bf16 on CUDA)"
+    )
+    ap.add_argument("--mixed", type=int, default=2000, help="pairs for v2m3 (20-500 tokens)")
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -225,20 +235,29 @@ def main() -> None:
         "load_avg_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    peak = matmul_peak()
-    info["fp32_matmul_peak_gflops"] = peak
+    peak_dtype = args.peak_dtype or ("fp32" if args.device == "cpu" else "bf16")
+    peak = matmul_peak(args.device, peak_dtype)
+    info["matmul_peak_gflops"] = peak
+    info["matmul_peak_dtype"] = peak_dtype
+    info["device"] = args.device
     print(
-        f"fp32 matmul peak {peak:.0f} GFLOP/s; {info['cpus']} cpus; torch threads "
+        f"{peak_dtype} matmul peak {peak:.0f} GFLOP/s; {info['cpus']} cpus; torch threads "
         f"{info['torch_threads']}; load {info['load_avg_start'][0]:.2f}; peers {info['peers']}"
     )
     results = []
     for name in [m for m in args.models.split(",") if m]:
         model_dir = prepare.build(name, args.cache)
-        nq = args.queries if name == "minilm" else args.base_queries
-        pairs_file = prepare.write_pairs(
-            args.cache / f"pairs-{nq}x{args.candidates}.jsonl",
-            prepare.dev_pairs(nq, args.candidates),
-        )
+        if name == "v2m3":
+            pairs_file = prepare.write_pairs(
+                args.cache / f"pairs-mixed{args.mixed}.jsonl",
+                prepare.mixed_pairs(model_dir, args.mixed),
+            )
+        else:
+            nq = args.queries if name == "minilm" else args.base_queries
+            pairs_file = prepare.write_pairs(
+                args.cache / f"pairs-{nq}x{args.candidates}.jsonl",
+                prepare.dev_pairs(nq, args.candidates),
+            )
         print(f"{name}: {model_dir}, {pairs_file}", file=sys.stderr, flush=True)
         result = bench_model(name, model_dir, pairs_file, args, peers_py, peak)
         results.append(result)

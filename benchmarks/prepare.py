@@ -170,8 +170,37 @@ def train_unigram_tokenizer(texts: list[str], vocab_size: int = 32000):
     return tok
 
 
-def base_checkpoint(out: Path, *, vocab_size: int = 32000, data: Path = DATA) -> Path:
-    """A seed-0 random XLM-R checkpoint of bge-reranker-base's shape with a debian-ir tokenizer."""
+#: bge-reranker-v2-m3's encoder shape (XLM-R large with an 8194-position table)
+V2M3_OVERRIDES = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "max_position_embeddings": 8194,
+}
+
+
+def debian_tokenizer(cache: Path, vocab_size: int = 32000, data: Path = DATA):
+    """The Unigram tokenizer trained on debian-ir (trained once, kept in ``cache``)."""
+    from tokenizers import Tokenizer
+
+    path = cache / f"debian-unigram-{vocab_size}.tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    texts = list(read_corpus(data).values()) + list(read_queries(data).values())
+    tok = train_unigram_tokenizer(texts, vocab_size)
+    cache.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return tok
+
+
+def base_checkpoint(
+    out: Path, *, vocab_size: int = 32000, data: Path = DATA, overrides: dict | None = None
+) -> Path:
+    """A seed-0 random XLM-R checkpoint of bge-reranker-base's shape with a debian-ir tokenizer.
+
+    ``overrides`` change the shape (``V2M3_OVERRIDES`` gives bge-reranker-v2-m3's).
+    """
     if (out / "config.json").is_file():
         return out
     import torch
@@ -180,9 +209,8 @@ def base_checkpoint(out: Path, *, vocab_size: int = 32000, data: Path = DATA) ->
     from crossrank.config import EncoderConfig
     from crossrank.models.encoder import CrossEncoder
 
-    texts = list(read_corpus(data).values()) + list(read_queries(data).values())
-    tok = train_unigram_tokenizer(texts, vocab_size)
-    raw = dict(BASE_CONFIG, vocab_size=tok.get_vocab_size())
+    tok = debian_tokenizer(out.parent, vocab_size, data)
+    raw = dict(BASE_CONFIG, vocab_size=tok.get_vocab_size(), **(overrides or {}))
     config = EncoderConfig.from_dict(raw)
     torch.manual_seed(0)
     model = CrossEncoder(config)
@@ -193,11 +221,10 @@ def base_checkpoint(out: Path, *, vocab_size: int = 32000, data: Path = DATA) ->
                 nn.init.normal_(m.weight, 0.0, std)
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
-    tok_json = out.parent / (out.name + ".tokenizer.json")
-    tok.save(str(tok_json))
+    tok_json = out.parent / f"debian-unigram-{vocab_size}.tokenizer.json"
     tok_config = {
         "tokenizer_class": "XLMRobertaTokenizer",
-        "model_max_length": 512,
+        "model_max_length": raw["max_position_embeddings"] - 2,
         "bos_token": "<s>",
         "eos_token": "</s>",
         "sep_token": "</s>",
@@ -211,6 +238,38 @@ def base_checkpoint(out: Path, *, vocab_size: int = 32000, data: Path = DATA) ->
 
 
 def build(name: str, cache: Path) -> Path:
-    """The checkpoint directory of benchmark model ``name`` (``minilm`` or ``base``)."""
+    """The checkpoint directory of benchmark model ``name`` (``minilm``, ``base``, ``v2m3``)."""
+    if name == "v2m3":
+        return base_checkpoint(cache / name, overrides=V2M3_OVERRIDES)
     builders = {"minilm": minilm_checkpoint, "base": base_checkpoint}
     return builders[name](cache / name)
+
+
+def mixed_pairs(model_dir: Path, n: int, lo: int = 20, hi: int = 500, seed: int = 0) -> list[dict]:
+    """``n`` pairs whose token lengths (special tokens included) spread uniformly over
+    ``[lo, hi]``: dev queries with passages cut from concatenated debian-ir documents."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    rng = random.Random(seed)
+    corpus = list(read_corpus().items())
+    queries = list(read_queries().values())
+    special = tok.num_special_tokens_to_add(is_pair=True)
+    rows = []
+    for i in range(n):
+        target = rng.randint(lo, hi)
+        query = rng.choice(queries)
+        q_len = len(tok.encode(query, add_special_tokens=False))
+        start = rng.randrange(len(corpus))
+        text = " ".join(t for _, t in corpus[start : start + 40])
+        enc = tok.encode(text, add_special_tokens=False)
+        keep = max(1, min(len(enc.offsets), target - q_len - special))
+        passage = text[: enc.offsets[keep - 1][1]]
+        rows.append(
+            {"qid": f"mixed{i}", "docid": corpus[start][0], "query": query, "passage": passage}
+        )
+    return rows

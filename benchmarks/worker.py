@@ -5,6 +5,7 @@ and sentence-transformers in the peers' virtual environment (which lacks crossra
 
     python worker.py --lib crossrank|flag|st --model DIR --pairs FILE [--batch-size N]
                      [--backend torch|onnx] [--quantize int8] [--repeats R]
+                     [--device cpu|cuda] [--dtype fp32|fp16|bf16]
 
 Every library loads the same checkpoint directory and scores the same pairs (raw logits, in
 input order). A short warm-up run (first 32 pairs) precedes the timed runs; the JSON holds
@@ -32,7 +33,8 @@ def scorer(args):
 
         rr = Reranker(
             args.model,
-            device="cpu",
+            device=args.device,
+            dtype=args.dtype,
             batch_size=args.batch_size,
             backend=args.backend,
             quantize=args.quantize,
@@ -43,13 +45,26 @@ def scorer(args):
     if args.lib == "flag":
         from FlagEmbedding import FlagReranker
 
-        fr = FlagReranker(args.model, use_fp16=False, devices="cpu", batch_size=args.batch_size)
+        if args.dtype not in ("fp32", "fp16"):
+            raise SystemExit("FlagReranker runs fp32 or fp16 only")
+        fr = FlagReranker(
+            args.model,
+            use_fp16=args.dtype == "fp16",
+            devices=args.device,
+            batch_size=args.batch_size,
+        )
         return lambda pairs: [float(s) for s in fr.compute_score(pairs)]
     if args.lib == "st":
         import torch
         from sentence_transformers import CrossEncoder
 
-        ce = CrossEncoder(args.model, device="cpu", max_length=512)
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        ce = CrossEncoder(
+            args.model,
+            device=args.device,
+            max_length=512,
+            model_kwargs={"torch_dtype": dtypes[args.dtype]},
+        )
         kw = {"batch_size": args.batch_size} if args.batch_size else {}
         return lambda pairs: [
             float(s)
@@ -70,6 +85,8 @@ def main() -> None:
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--quantize", default=None)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32")
     args = ap.parse_args()
     import torch
 
@@ -89,6 +106,8 @@ def main() -> None:
             "batch_size": args.batch_size,
             "backend": args.backend,
             "quantize": args.quantize,
+            "device": args.device,
+            "dtype": args.dtype,
             "load_seconds": load_s,
             "seconds": times,
             "n_pairs": len(pairs),
