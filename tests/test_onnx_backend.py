@@ -168,3 +168,21 @@ def test_bad_backend_options(bert_dir):
         Reranker(bert_dir, device="cpu", quantize="int8")
     with pytest.raises(CrossrankError, match="unknown quantize"):
         Reranker(bert_dir, device="cpu", backend="onnx", quantize="int4")
+
+
+def test_cli_backend_options(bert_dir, tmp_path, onnx_cache):
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
+    outs = {}
+    for name, extra in {"torch": [], "onnx": ["--backend", "onnx"]}.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "crossrank", "score", "--model", str(bert_dir)]
+            + ["--input", str(src), "--device", "cpu", *extra],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, CROSSRANK_CACHE=str(onnx_cache)),
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = [json.loads(line)["score"] for line in proc.stdout.splitlines()]
+    np.testing.assert_allclose(outs["onnx"], outs["torch"], atol=1e-4, rtol=0)
+    assert any((onnx_cache / "onnx").iterdir())

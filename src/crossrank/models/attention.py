@@ -40,6 +40,7 @@ def torch_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout) -> t
     from torch.nn.attention.varlen import varlen_attn
 
     cu = layout.cu_seqlens
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen)
 
 
