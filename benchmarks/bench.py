@@ -186,9 +186,7 @@ def print_table(result: dict) -> None:
         f"\n### {result['model']}: {result['pairs']} pairs, {result['tokens']} tokens "
         f"(mean {result['mean_tokens']:.0f}), {result['gflop']:.0f} GFLOP\n"
     )
-    print(
-        "| run | seconds | pairs/s | tokens/s | x FlagReranker best | MFU | max abs diff | load |"
-    )
+    print("| run | best s | pairs/s | tokens/s | x FlagReranker best | MFU | max abs diff | load |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         ratio = f"{r['vs_flag_best']:.2f}" if r["vs_flag_best"] else "-"

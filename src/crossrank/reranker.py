@@ -102,8 +102,9 @@ class Reranker:
         batch_size: most pairs in one forward pass (default: only the token budget limits).
         normalize: return sigmoid scores instead of raw logits by default.
         query_instruction / passage_instruction: strings put before every query / passage.
-        max_batch_tokens: padded-token budget of a forward pass (default 8192 on the CPU,
-            65536 on CUDA).
+        max_batch_tokens: padded-token budget of a forward pass (default on the CPU: sized so
+            the widest activation stays under 16 MiB, 1024 tokens for bge-reranker-base,
+            2048 for MiniLM; 65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
         backend: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX Runtime, needs
             ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
@@ -181,10 +182,20 @@ class Reranker:
             self.tokenizer,
             self.backend,
             pad_id=pad_token_id(tokenizer, self.model_dir, self.config.pad_token_id),
-            max_tokens=max_batch_tokens,
+            max_tokens=max_batch_tokens or self._default_budget(),
             batch_size=batch_size,
             show_progress=show_progress,
         )
+
+    def _default_budget(self) -> int | None:
+        """Token budget for the CPU sized to the model's width (None: the engine's default)."""
+        if self.device.type != "cpu":
+            return None
+        if self.backend.name == "onnx":
+            return 8192  # ONNX Runtime's arena allocator reuses memory: big batches are fine
+        from crossrank.engine.runner import cpu_token_budget
+
+        return cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
 
     def _clamp_length(self, max_length: int) -> int:
         if max_length < 1:
