@@ -191,8 +191,6 @@ class Reranker:
         """Token budget for the CPU sized to the model's width (None: the engine's default)."""
         if self.device.type != "cpu":
             return None
-        if self.backend.name == "onnx":
-            return 8192  # ONNX Runtime's arena allocator reuses memory: big batches are fine
         from crossrank.engine.runner import cpu_token_budget
 
         return cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
