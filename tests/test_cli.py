@@ -153,3 +153,20 @@ def test_version_and_help():
     assert proc.returncode == 0 and proc.stdout.startswith("crossrank ")
     proc = run("--help")
     assert proc.returncode == 0 and "score" in proc.stdout and "rank" in proc.stdout
+
+
+def test_missing_extra_is_one_line_naming_the_install(xlmr_dir, pairs_file, tmp_path):
+    """Without onnxruntime, --backend onnx says which pip install brings it (exit 2)."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "onnxruntime.py").write_text("raise ImportError('No module named onnxruntime')\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossrank", "score", "-m", str(xlmr_dir), "-i", str(pairs_file),
+         "--backend", "onnx"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert_usage_error(proc, "pip install 'crossrank[onnx]'")

@@ -56,6 +56,18 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
     p.add_argument("--max-length", type=int, default=512, help="longest pair in tokens (512)")
     p.add_argument("--batch-size", type=int, default=None, help="most pairs per forward pass")
     p.add_argument("--normalize", action="store_true", help="sigmoid scores instead of logits")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default) or onnx (ONNX Runtime, needs crossrank[onnx])",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="int8: dynamic int8 quantization (with --backend onnx)",
+    )
 
 
 def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any):
@@ -72,6 +84,8 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
         max_length=args.max_length,
         batch_size=args.batch_size,
         normalize=args.normalize,
+        backend=getattr(args, "backend", "torch"),
+        quantize=getattr(args, "quantize", None),
         **extra,
     )
 

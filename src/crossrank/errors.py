@@ -22,8 +22,12 @@ class InputError(CrossrankError, ValueError):
     """Malformed input data (pairs, documents, files)."""
 
 
+class MissingExtraError(CrossrankError, ImportError):
+    """An optional dependency group (``pip install 'crossrank[extra]'``) is not installed."""
+
+
 def missing_extra(extra: str, package: str) -> ImportError:
     """Build the ImportError raised when an optional dependency group is not installed."""
-    return ImportError(
+    return MissingExtraError(
         f"this feature needs the optional dependency {package!r}: pip install 'crossrank[{extra}]'"
     )

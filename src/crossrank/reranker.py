@@ -103,9 +103,17 @@ class Reranker:
         batch_size: most pairs in one forward pass (default: only the token budget limits).
         normalize: return sigmoid scores instead of raw logits by default.
         query_instruction / passage_instruction: strings put before every query / passage.
-        max_batch_tokens: padded-token budget of a forward pass (default 8192 on the CPU,
-            65536 on CUDA).
+        max_batch_tokens: padded-token budget of a forward pass (default on the CPU: sized so
+            the widest activation stays under 16 MiB, 1024 tokens for bge-reranker-base,
+            2048 for MiniLM; 65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
+        backend: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX Runtime, needs
+            ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
+        quantize: ``None`` or ``"int8"`` (ONNX backend only: dynamic int8 quantization of the
+            linear layers; faster on CPUs with VNNI, scores change slightly).
+        devices: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs over, one model
+            replica each; replicas load on the first job of 4096 pairs or more, smaller jobs
+            run on the first device. Overrides ``device``.
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -150,9 +158,12 @@ class Reranker:
         max_batch_tokens: int | None = None,
         show_progress: bool | None = None,
         revision: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        devices: Sequence[str | torch.device] | None = None,
     ) -> None:
         from crossrank.config import EncoderConfig, read_config
-        from crossrank.engine.backend import TorchBackend
+        from crossrank.engine.backend import create_backend
         from crossrank.engine.runner import Engine
         from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
         from crossrank.hub import resolve_model_dir
@@ -162,7 +173,8 @@ class Reranker:
         self.model_dir: Path = getattr(self, "_resolved_dir", None) or resolve_model_dir(
             model, revision=revision
         )
-        self.device = resolve_device(device)
+        pool = [resolve_device(d) for d in devices] if devices else None
+        self.device = pool[0] if pool else resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.config = EncoderConfig.from_dict(read_config(self.model_dir / "config.json"))
         if batch_size is not None and batch_size < 1:
@@ -178,16 +190,33 @@ class Reranker:
             passage_instruction=passage_instruction,
             use_type_ids=self.config.type_vocab_size > 1,
         )
-        self.model = load_cross_encoder(self.model_dir, dtype=self.dtype, device=self.device)
-        self.backend = TorchBackend(self.model, self.device, self.dtype)
+        self.backend = create_backend(
+            backend,
+            model_dir=self.model_dir,
+            load_model=lambda dev: load_cross_encoder(self.model_dir, dtype=self.dtype, device=dev),
+            device=self.device,
+            dtype=self.dtype,
+            quantize=quantize,
+            devices=pool,
+        )
+        #: our PyTorch model (None when another backend computes the scores)
+        self.model = getattr(self.backend, "model", None)
         self.engine = Engine(
             self.tokenizer,
             self.backend,
             pad_id=pad_token_id(tokenizer, self.model_dir, self.config.pad_token_id),
-            max_tokens=max_batch_tokens,
+            max_tokens=max_batch_tokens or self._default_budget(),
             batch_size=batch_size,
             show_progress=show_progress,
         )
+
+    def _default_budget(self) -> int | None:
+        """Token budget for the CPU sized to the model's width (None: the engine's default)."""
+        if self.device.type != "cpu":
+            return None
+        from crossrank.engine.runner import cpu_token_budget
+
+        return cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
 
     def _clamp_length(self, max_length: int) -> int:
         if max_length < 1:

@@ -15,8 +15,27 @@ from crossrank.engine.tokenize import EncodedPair, PairTokenizer
 
 logger = logging.getLogger(__name__)
 
-#: default padded-token budget per batch, by device type
-DEFAULT_MAX_TOKENS = {"cpu": 8192, "cuda": 65536}
+#: default padded-token budget per batch, by device type (the CPU budget is refined per model
+#: by :func:`cpu_token_budget`)
+DEFAULT_MAX_TOKENS = {"cpu": 2048, "cuda": 65536}
+#: on the CPU, keep the largest activation of a batch under this many bytes
+CPU_ACTIVATION_BYTES = 16 * 2**20
+
+
+def cpu_token_budget(hidden_size: int, intermediate_size: int) -> int:
+    """Default padded-token budget on the CPU for a model of this width.
+
+    Activations much larger than ~16 MiB are allocated with mmap and returned to the system
+    after every operation, so each layer pays page faults to touch fresh memory again
+    (measured: 1.7 million minor faults and 40% more time for MiniLM batches of 8192 tokens,
+    none at 2048). Batches whose widest activation (FFN or fused QKV, fp32) fits the limit
+    reuse the allocator's memory; the budget is rounded down to a power of two in [512, 8192].
+    """
+    widest = 4 * max(intermediate_size, 3 * hidden_size)
+    budget = max(512, min(8192, CPU_ACTIVATION_BYTES // widest))
+    return 1 << (budget.bit_length() - 1)
+
+
 #: progress bars appear from this many pairs on (when ``show_progress`` is None)
 PROGRESS_MIN_PAIRS = 1024
 
@@ -88,11 +107,23 @@ class Engine:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
+        workers_for = getattr(self.backend, "workers_for", None)
+        workers = workers_for(len(encoded), len(batches)) if workers_for else 1
         try:
-            for idx in batches:
-                self.score_into(encoded, idx, out)
-                if bar is not None:
-                    bar.update(len(idx))
+            if workers > 1:  # a device pool: one thread per device
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(workers, thread_name_prefix="crossrank") as pool:
+                    futures = [pool.submit(self.score_into, encoded, i, out) for i in batches]
+                    for idx, fut in zip(batches, futures):
+                        fut.result()
+                        if bar is not None:
+                            bar.update(len(idx))
+            else:
+                for idx in batches:
+                    self.score_into(encoded, idx, out)
+                    if bar is not None:
+                        bar.update(len(idx))
         finally:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,148 @@
+"""How far each backend / dtype moves scores and rankings from crossrank's torch fp32.
+
+    PYTHONPATH=src python benchmarks/fidelity.py [--model DIR] [--queries 50]
+        [--variants onnx,onnx-int8] [--json out.json]
+
+On the same pairs (debian-ir dev queries x their BM25 top-100, documents ``"title text"``)
+it reports, for every variant against torch fp32: the largest absolute score difference, the
+mean per-query Spearman correlation of the scores, and nDCG@10 of the reranked lists (and its
+change), computed with ir-measures (pytrec_eval) on the dev qrels. The BM25 run's own nDCG@10
+on the same queries is printed for context.
+
+Variants: ``onnx`` (fp32), ``onnx-int8``, ``torch-bf16``. The default model is the benchmark's
+MiniLM checkpoint (benchmarks/prepare.py), whose classification head is untrained (seed 0), so
+its nDCG@10 itself is low; pass ``--model`` with a fine-tuned reranker for meaningful
+absolute numbers. The deltas measure the backends either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation (average ranks for ties)."""
+
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return (sums / counts)[inv]
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0 if np.array_equal(ra, rb) else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as fh:
+        next(fh)  # header
+        for line in fh:
+            q, d, rel = line.rstrip("\n").split("\t")
+            qrels.setdefault(q, {})[d] = int(rel)
+    return qrels
+
+
+def ndcg10(qrels: dict, rows: list[dict], scores: np.ndarray) -> float:
+    import ir_measures
+    from ir_measures import nDCG
+
+    run: dict[str, dict[str, float]] = {}
+    for r, s in zip(rows, scores):
+        run.setdefault(r["qid"], {})[r["docid"]] = float(s)
+    qrels = {q: v for q, v in qrels.items() if q in run}
+    return float(ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10])
+
+
+def score(model: Path, variant: str, pairs: list[list[str]]) -> tuple[np.ndarray, float]:
+    from crossrank import Reranker
+
+    backend, _, kind = variant.partition("-")
+    kwargs: dict = {"backend": backend}
+    if kind == "int8":
+        kwargs["quantize"] = "int8"
+    elif kind:
+        kwargs["dtype"] = kind
+    rr = Reranker(model, device="cpu", show_progress=True, **kwargs)
+    t0 = time.perf_counter()
+    out = np.array(rr.compute_score(pairs), dtype=np.float64)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--variants", default="onnx,onnx-int8")
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    import prepare
+
+    model = args.model or prepare.build("minilm", args.cache)
+    rows = prepare.dev_pairs(args.queries, args.candidates)
+    pairs = [[r["query"], r["passage"]] for r in rows]
+    qrels = read_qrels(prepare.DATA / "qrels" / "dev.tsv")
+    bm25 = ndcg10(qrels, rows, -np.array([i % args.candidates for i in range(len(rows))]))
+    ref, ref_s = score(model, "torch", pairs)
+    ref_ndcg = ndcg10(qrels, rows, ref)
+    qids = [r["qid"] for r in rows]
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(qids):
+        groups.setdefault(q, []).append(i)
+    results = [
+        {
+            "variant": "torch fp32",
+            "seconds": ref_s,
+            "max_abs_diff": 0.0,
+            "spearman": 1.0,
+            "ndcg10": ref_ndcg,
+            "delta": 0.0,
+        }
+    ]
+    for variant in [v for v in args.variants.split(",") if v]:
+        got, secs = score(model, variant, pairs)
+        rho = [spearman(ref[idx], got[idx]) for idx in groups.values()]
+        nd = ndcg10(qrels, rows, got)
+        results.append(
+            {
+                "variant": variant,
+                "seconds": secs,
+                "max_abs_diff": float(np.abs(got - ref).max()),
+                "spearman": float(np.mean(rho)),
+                "min_spearman": float(np.min(rho)),
+                "ndcg10": nd,
+                "delta": nd - ref_ndcg,
+            }
+        )
+    print(
+        f"\n{model}: {len(groups)} dev queries x {args.candidates} BM25 candidates "
+        f"({len(rows)} pairs); BM25 nDCG@10 {bm25:.4f}\n"
+    )
+    print("| variant | seconds | max abs diff | mean Spearman | nDCG@10 | change |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['variant']} | {r['seconds']:.1f} | {r['max_abs_diff']:.2e} | "
+            f"{r['spearman']:.4f} | {r['ndcg10']:.4f} | {r['delta']:+.4f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(model), "bm25": bm25, "rows": results}))
+
+
+if __name__ == "__main__":
+    main()

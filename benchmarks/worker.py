@@ -1,0 +1,123 @@
+"""One timed scoring run in its own process; prints one JSON object on stdout.
+
+Run by bench.py, never imported: crossrank runs in the project's environment, FlagEmbedding
+and sentence-transformers in the peers' virtual environment (which lacks crossrank).
+
+    python worker.py --lib crossrank|flag|st --model DIR --pairs FILE [--batch-size N]
+                     [--backend torch|onnx] [--quantize int8] [--repeats R]
+                     [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+
+Every library loads the same checkpoint directory and scores the same pairs (raw logits, in
+input order). A short warm-up run (first 32 pairs) precedes the timed runs; the JSON holds
+every timed run's seconds and the scores of the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def load_pairs(path: str) -> list[list[str]]:
+    with open(path, encoding="utf-8") as fh:
+        return [[r["query"], r["passage"]] for r in map(json.loads, fh)]
+
+
+def scorer(args):
+    """A function pairs -> list of float logits for the chosen library."""
+    if args.lib == "crossrank":
+        from crossrank import Reranker
+
+        rr = Reranker(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            quantize=args.quantize,
+            show_progress=False,
+            **({"max_batch_tokens": args.max_tokens} if args.max_tokens else {}),
+        )
+        return lambda pairs: rr.compute_score(pairs)
+    if args.lib == "flag":
+        from FlagEmbedding import FlagReranker
+
+        if args.dtype not in ("fp32", "fp16"):
+            raise SystemExit("FlagReranker runs fp32 or fp16 only")
+        fr = FlagReranker(
+            args.model,
+            use_fp16=args.dtype == "fp16",
+            devices=args.device,
+            batch_size=args.batch_size,
+        )
+        return lambda pairs: [float(s) for s in fr.compute_score(pairs)]
+    if args.lib == "st":
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        ce = CrossEncoder(
+            args.model,
+            device=args.device,
+            max_length=512,
+            model_kwargs={"torch_dtype": dtypes[args.dtype]},
+        )
+        kw = {"batch_size": args.batch_size} if args.batch_size else {}
+        return lambda pairs: [
+            float(s)
+            for s in ce.predict(
+                pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False, **kw
+            )
+        ]
+    raise SystemExit(f"unknown lib {args.lib}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--quantize", default=None)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32")
+    args = ap.parse_args()
+    import torch
+
+    pairs = load_pairs(args.pairs)
+    t0 = time.perf_counter()
+    score = scorer(args)
+    load_s = time.perf_counter() - t0
+    score(pairs[:32])  # warm-up (first ONNX session run, allocator, thread pool)
+    times, scores = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        scores = score(pairs)
+        times.append(time.perf_counter() - t0)
+    json.dump(
+        {
+            "lib": args.lib,
+            "batch_size": args.batch_size,
+            "backend": args.backend,
+            "quantize": args.quantize,
+            "device": args.device,
+            "dtype": args.dtype,
+            "load_seconds": load_s,
+            "seconds": times,
+            "n_pairs": len(pairs),
+            "torch_threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "scores": scores,
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()

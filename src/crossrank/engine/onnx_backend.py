@@ -1,0 +1,303 @@
+"""ONNX Runtime backend: our CrossEncoder exported to ONNX, optimised, optionally int8-quantized.
+
+The export runs the same math as :class:`~crossrank.models.encoder.CrossEncoder` on the padded
+batch (the packed-token layout uses data-dependent shapes that ONNX graphs handle poorly):
+separate query / key / value products, an additive attention mask, and explicit softmax
+attention, which is the pattern ONNX Runtime's transformer optimizer fuses into its
+``Attention``, ``SkipLayerNormalization`` and ``BiasGelu`` kernels. ``quantize="int8"`` then
+applies dynamic int8 quantization (int8 weights, uint8 activations quantized per batch) to the
+matrix products.
+
+Exported files are cached under ``$CROSSRANK_CACHE/onnx`` (default ``~/.cache/crossrank/onnx``)
+in a directory named by a hash of the checkpoint's content (config.json and weight files) and
+the export options: built once, reused by later loads, and rebuilt when the checkpoint
+changes (its content hash changes). A build happens in a private temporary directory that is
+renamed into place when complete, under a file lock, so concurrent first uses neither corrupt
+the cache nor export twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossrank.engine.batching import TokenBatch
+from crossrank.errors import missing_extra
+
+logger = logging.getLogger(__name__)
+
+#: bump when the exported graph or the optimisation recipe changes (invalidates the cache)
+EXPORT_VERSION = 2
+OPSET = 17
+
+
+def cache_root() -> Path:
+    """Where exported models live: ``$CROSSRANK_CACHE/onnx`` or ``~/.cache/crossrank/onnx``."""
+    base = os.environ.get("CROSSRANK_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "crossrank"
+    return root / "onnx"
+
+
+def checkpoint_hash(model_dir: Path) -> str:
+    """SHA-256 over config.json and the weight files (names and bytes)."""
+    from crossrank.models.weights import weight_files
+
+    h = hashlib.sha256()
+    for path in [model_dir / "config.json", *weight_files(model_dir)]:
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(model_dir: Path, quantize: str | None) -> str:
+    import onnxruntime
+
+    options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{quantize or 'none'}"
+    digest = hashlib.sha256(f"{checkpoint_hash(model_dir)}|{options}".encode()).hexdigest()
+    return f"{digest[:24]}-{quantize or 'fp32'}"
+
+
+class PaddedCrossEncoder(nn.Module):
+    """The CrossEncoder's math on a padded batch, in the form ONNX Runtime's optimizer fuses."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.config = model.config
+        self.embeddings = model.encoder.embeddings
+        self.layers = model.encoder.layers
+        self.head = model.head
+        h = self.config.hidden_size
+        self.q, self.k, self.v = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for layer in self.layers:
+            for i, part in enumerate((self.q, self.k, self.v)):
+                lin = nn.Linear(h, h)
+                with torch.no_grad():
+                    lin.weight.copy_(layer.qkv.weight[i * h : (i + 1) * h])
+                    lin.bias.copy_(layer.qkv.bias[i * h : (i + 1) * h])
+                part.append(lin)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, t = input_ids.shape
+        heads, d = self.config.num_attention_heads, self.config.head_dim
+        x = self.embeddings(input_ids, attention_mask, token_type_ids)
+        bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        scale = math.sqrt(d)
+        for layer, q, k, v in zip(self.layers, self.q, self.k, self.v):
+
+            def split(y: torch.Tensor) -> torch.Tensor:
+                return y.view(b, t, heads, d).permute(0, 2, 1, 3)
+
+            scores = torch.matmul(split(q(x)), split(k(x)).transpose(-1, -2)) / scale
+            probs = torch.softmax(scores + bias, dim=-1)
+            ctx = torch.matmul(probs, split(v(x))).permute(0, 2, 1, 3).reshape(b, t, heads * d)
+            x = layer.attn_norm(x + layer.attn_out(ctx))
+            x = layer.ffn_norm(x + layer.ffn_out(layer.act(layer.ffn_in(x))))
+        return self.head(x[:, 0]).squeeze(-1)
+
+
+def export_onnx(model: nn.Module, path: Path, with_types: bool) -> None:
+    """Export our model (fp32, CPU) to ``path`` with dynamic batch and sequence axes."""
+    import warnings
+
+    padded = PaddedCrossEncoder(model.float().cpu().eval()).eval()
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 5, 6, 2, 1]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.long)
+    args: tuple = (ids, mask)
+    names = ["input_ids", "attention_mask"]
+    if with_types:
+        args = (ids, mask, torch.zeros_like(ids))
+        names.append("token_type_ids")
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            padded,
+            args,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def optimize(src: Path, dst: Path, config) -> None:
+    """ONNX Runtime's transformer fusions (attention, skip-LayerNorm, bias-GELU)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
+    )
+    fused = opt.get_fused_operator_statistics()
+    logger.info("ONNX Runtime fusions: %s", {k: v for k, v in fused.items() if v})
+    opt.save_model_to_file(str(dst), use_external_data_format=_large(opt.model))
+
+
+def _large(model) -> bool:
+    return model.ByteSize() > 1_800_000_000
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization of the encoder's matrix products (int8 weights per output
+    channel, uint8 activations quantized per batch). The classification head stays fp32: it
+    runs on one token per pair (no measurable time) and its error would go straight into the
+    scores."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    head = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
+    head = [n for n in head if n.startswith("/head/")]
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_exclude=head,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=src.with_suffix(".onnx.data").exists(),
+    )
+
+
+def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None, out: Path):
+    """Export, optimise and (optionally) quantize into the empty directory ``out``."""
+    from crossrank.config import EncoderConfig, read_config
+
+    config = EncoderConfig.from_dict(read_config(model_dir / "config.json"))
+    t0 = time.perf_counter()
+    export_onnx(load_model(), out / "exported.onnx", with_types=config.type_vocab_size > 1)
+    optimize(out / "exported.onnx", out / "optimized.onnx", config)
+    final = out / "optimized.onnx"
+    if quantize == "int8":
+        quantize_int8(final, out / "int8.onnx")
+        final = out / "int8.onnx"
+    for f in out.iterdir():
+        if f.name != final.name and not f.name.startswith(final.name):
+            f.unlink()
+    final.rename(out / "model.onnx")
+    meta = {
+        "checkpoint": str(model_dir),
+        "quantize": quantize,
+        "with_types": config.type_vocab_size > 1,
+        "export_version": EXPORT_VERSION,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_model(
+    model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None
+) -> Path:
+    """The cached ONNX file for this checkpoint and options, exporting it on first use."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    key = cache_key(Path(model_dir), quantize)
+    final = root / key
+    if (final / "meta.json").is_file():
+        return final / "model.onnx"
+    with _locked(root / f"{key}.lock"):
+        if (final / "meta.json").is_file():  # another process built it while we waited
+            return final / "model.onnx"
+        logger.info("exporting %s to ONNX (%s) in %s", model_dir, quantize or "fp32", final)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
+        try:
+            build(Path(model_dir), load_model, quantize, tmp)
+            if final.exists():  # an incomplete leftover (no meta.json): replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / "model.onnx"
+
+
+class OnnxBackend:
+    """Scores token batches with an ONNX Runtime session on the CPU."""
+
+    name = "onnx"
+    device = torch.device("cpu")
+
+    def __init__(self, path: str | Path, *, quantize: str | None = None, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_extra("onnx", "onnxruntime") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.path = Path(path)
+        self.quantize = quantize
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        model_dir: str | Path,
+        load_model: Callable[[], nn.Module],
+        *,
+        quantize: str | None = None,
+    ) -> OnnxBackend:
+        """The backend for a checkpoint directory, exporting through the on-disk cache."""
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise missing_extra("onnx", exc.name or "onnxruntime") from None
+        return cls(cached_model(Path(model_dir), load_model, quantize), quantize=quantize)
+
+    def score(self, batch: TokenBatch) -> np.ndarray:
+        feed = {
+            "input_ids": batch.input_ids.numpy(),
+            "attention_mask": batch.attention_mask.numpy(),
+        }
+        if "token_type_ids" in self.inputs:
+            types = batch.token_type_ids
+            feed["token_type_ids"] = (
+                types.numpy() if types is not None else np.zeros_like(feed["input_ids"])
+            )
+        (logits,) = self.session.run(["logits"], feed)
+        return np.asarray(logits, dtype=np.float32).reshape(-1)

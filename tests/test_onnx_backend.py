@@ -1,0 +1,188 @@
+"""ONNX Runtime backend: parity with torch, int8, the on-disk export cache, missing extra."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from crossrank import Reranker  # noqa: E402
+from crossrank.engine.onnx_backend import OnnxBackend, cache_root  # noqa: E402
+from crossrank.errors import CrossrankError  # noqa: E402
+
+PAIRS = [
+    ["what is panda?", "The giant panda is a bear species endemic to China."],
+    ["what is panda?", "hi"],
+    ["Debian", "Debian is a free operating system for your computer. " * 12],
+    ["search engines rank documents " * 8, "cross-encoders rescore the top hundred candidates"],
+    ["Die Katze", "Die Katze schläft auf dem Sofa, während es draußen regnet."],
+    ["東京", "日本語の文章をトークン化します。東京は日本の首都です。"],
+    ["熊猫", "我喜欢吃熊猫形状的饼干。熊猫是中国的国宝。"],
+    ["Москва", "Быстрая коричневая лиса прыгает через ленивую собаку."],
+    ["a", "b"],
+]
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def many_pairs(n: int = 60) -> list[list[str]]:
+    words = " ".join(p[1] for p in PAIRS).split()
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        q = " ".join(rng.choice(words, size=rng.integers(1, 5)))
+        p = " ".join(rng.choice(words, size=rng.integers(1, 40)))
+        out.append([q, p])
+    return out
+
+
+def spearman(a, b) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.parametrize("fixture", ["bert_dir", "xlmr_dir"])
+def test_fp32_matches_torch(fixture, request):
+    model_dir = request.getfixturevalue(fixture)
+    pairs = PAIRS + many_pairs(40)
+    ref = np.array(Reranker(model_dir, device="cpu").compute_score(pairs))
+    onnx = Reranker(model_dir, device="cpu", backend="onnx")
+    assert onnx.backend.name == "onnx" and onnx.model is None
+    got = np.array(onnx.compute_score(pairs))
+    assert ref.std() > 0.1  # scores spread out: the comparison bites
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    # a batch of one and a mixed-length batch agree too
+    single = onnx.compute_score(pairs[2])
+    assert abs(single[0] - ref[2]) < 1e-4
+
+
+def test_int8_runs_and_keeps_the_ranking(bert_dir):
+    pairs = many_pairs(60)
+    ref = np.array(Reranker(bert_dir, device="cpu").compute_score(pairs))
+    rr = Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8")
+    got = np.array(rr.compute_score(pairs))
+    ops = {n.op_type for n in __import__("onnx").load(str(rr.backend.path)).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
+    assert np.abs(got - ref).max() > 0  # quantization really happened
+    assert spearman(got, ref) > 0.98
+
+
+def test_cache_is_reused(bert_dir, onnx_cache):
+    first = Reranker(bert_dir, device="cpu", backend="onnx").backend.path
+    stat = first.stat()
+
+    def must_not_export():
+        raise AssertionError("re-exported although the cache holds the model")
+
+    again = OnnxBackend.from_checkpoint(bert_dir, must_not_export)
+    assert again.path == first
+    assert (again.path.stat().st_ino, again.path.stat().st_mtime_ns) == (
+        stat.st_ino,
+        stat.st_mtime_ns,
+    )
+    assert first.is_relative_to(onnx_cache)
+    assert cache_root() == onnx_cache / "onnx"
+    # fp32 and int8 are different cache entries
+    q = Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8").backend.path
+    assert q != first
+
+
+def test_changed_weights_rebuild(bert_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bert_dir, model_dir)
+    old = Reranker(model_dir, device="cpu", backend="onnx")
+    old_scores = np.array(old.compute_score(PAIRS))
+    weights = load_file(str(model_dir / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("classifier.weight"))
+    weights[name] = weights[name] * 2 + torch.full_like(weights[name], 0.1)
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    new = Reranker(model_dir, device="cpu", backend="onnx")
+    assert new.backend.path != old.backend.path
+    new_scores = np.array(new.compute_score(PAIRS))
+    assert np.abs(new_scores - old_scores).max() > 1e-2
+    ref = np.array(Reranker(model_dir, device="cpu").compute_score(PAIRS))
+    np.testing.assert_allclose(new_scores, ref, atol=1e-4, rtol=0)
+
+
+def test_concurrent_first_use_builds_once(xlmr_dir, onnx_cache):
+    script = textwrap.dedent(
+        f"""
+        import json, logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        from crossrank import Reranker
+        rr = Reranker({str(xlmr_dir)!r}, device="cpu", backend="onnx")
+        print(json.dumps({{"path": str(rr.backend.path), "scores": rr.compute_score({PAIRS!r})}}))
+        """
+    )
+    env = dict(os.environ, CROSSRANK_CACHE=str(onnx_cache))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert results[0]["path"] == results[1]["path"]
+    np.testing.assert_allclose(results[0]["scores"], results[1]["scores"], atol=1e-6)
+    exports = sum(e.count("exporting") for _, e in outs)
+    assert exports == 1, "the second process should wait for the first one's export"
+    entries = [p.name for p in (onnx_cache / "onnx").iterdir() if p.is_dir()]
+    assert len(entries) == 1 and ".tmp-" not in entries[0]
+    meta = json.loads((onnx_cache / "onnx" / entries[0] / "meta.json").read_text())
+    assert meta["quantize"] is None
+
+
+def test_missing_onnxruntime_names_the_extra(bert_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"pip install 'crossrank\[onnx\]'"):
+        Reranker(bert_dir, device="cpu", backend="onnx")
+
+
+def test_bad_backend_options(bert_dir):
+    with pytest.raises(CrossrankError, match="unknown backend"):
+        Reranker(bert_dir, device="cpu", backend="tensorrt")
+    with pytest.raises(CrossrankError, match="needs backend='onnx'"):
+        Reranker(bert_dir, device="cpu", quantize="int8")
+    with pytest.raises(CrossrankError, match="unknown quantize"):
+        Reranker(bert_dir, device="cpu", backend="onnx", quantize="int4")
+
+
+def test_cli_backend_options(bert_dir, tmp_path, onnx_cache):
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
+    outs = {}
+    for name, extra in {"torch": [], "onnx": ["--backend", "onnx"]}.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "crossrank", "score", "--model", str(bert_dir)]
+            + ["--input", str(src), "--device", "cpu", *extra],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, CROSSRANK_CACHE=str(onnx_cache)),
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = [json.loads(line)["score"] for line in proc.stdout.splitlines()]
+    np.testing.assert_allclose(outs["onnx"], outs["torch"], atol=1e-4, rtol=0)
+    assert any((onnx_cache / "onnx").iterdir())
