@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled reranker src/crossrank/bundled/minilm-debian (see its README.md).
 # Usage: scripts/train-minilm-debian.sh [DATA_DIR] [OUTPUT_DIR]   (or: make bundled-model)
-# CPU run, ~22 minutes of training on 2 shared cores; on a GPU add --device cuda (same recipe).
+# CPU run, ~30 minutes of training on 2 idle cores (28.8 pairs/s); on a GPU add --device cuda.
 set -euo pipefail
 DATA=${1:-../shared/data/debian-ir}
 OUT=${2:-build/minilm-debian}
@@ -12,9 +12,7 @@ nice -n 10 $PY -m crossrank train \
   --data "$DATA/train.jsonl.gz" \
   --output "$OUT" \
   --group-size 8 --batch-size 8 --query-max-length 32 --passage-max-length 64 \
-  --lr 2e-4 --warmup-ratio 0.1 --max-steps 110 --seed 42 --logging-steps 2 --save-steps 25 \
-  --eval-dataset "$DATA" --eval-run "$DATA/dev.bm25.top100.run" \
-  --eval-max-queries 20 --eval-steps 110 --eval-max-length 128 \
+  --lr 2e-4 --warmup-ratio 0.1 --max-steps 800 --seed 42 --logging-steps 5 --save-steps 100 \
   --save-dtype fp16
 # the bundle: model files + the training log, no resumable checkpoints
 rm -rf "$OUT"/checkpoint-*
