@@ -70,13 +70,16 @@ def test_fp32_matches_torch(fixture, request):
     assert abs(single[0] - ref[2]) < 1e-4
 
 
-def test_int8_runs_and_keeps_the_ranking(bert_dir):
+def test_int8_runs_and_keeps_the_ranking():
+    """On the bundled reranker (real weights, trained head: random tiny models with their wide
+    weight range are not what int8 is for) int8 keeps the order of 60 pairs."""
     pairs = many_pairs(60)
-    ref = np.array(Reranker(bert_dir, device="cpu").compute_score(pairs))
-    rr = Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8")
+    ref = np.array(Reranker("crossrank/minilm-debian", device="cpu").compute_score(pairs))
+    rr = Reranker("crossrank/minilm-debian", device="cpu", backend="onnx", quantize="int8")
     got = np.array(rr.compute_score(pairs))
     ops = {n.op_type for n in __import__("onnx").load(str(rr.backend.path)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
+    assert "QAttention" in ops and "EmbedLayerNormalization" in ops  # embeddings stay fp32
     assert np.abs(got - ref).max() > 0  # quantization really happened
     assert spearman(got, ref) > 0.98
 

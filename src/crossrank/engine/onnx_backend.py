@@ -40,7 +40,7 @@ from crossrank.errors import missing_extra
 logger = logging.getLogger(__name__)
 
 #: bump when the exported graph or the optimisation recipe changes (invalidates the cache)
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 OPSET = 17
 
 
@@ -90,6 +90,8 @@ class PaddedCrossEncoder(nn.Module):
                     lin.weight.copy_(layer.qkv.weight[i * h : (i + 1) * h])
                     lin.bias.copy_(layer.qkv.bias[i * h : (i + 1) * h])
                 part.append(lin)
+        heads, d = self.config.num_attention_heads, self.config.head_dim
+        self.tail = FirstTokenTail(self.layers[-1], self.q[-1], heads, d)
 
     def forward(
         self,
@@ -102,17 +104,41 @@ class PaddedCrossEncoder(nn.Module):
         x = self.embeddings(input_ids, attention_mask, token_type_ids)
         bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         scale = math.sqrt(d)
-        for layer, q, k, v in zip(self.layers, self.q, self.k, self.v):
+        last = len(self.layers) - 1
+        for i, (layer, q, k, v) in enumerate(zip(self.layers, self.q, self.k, self.v)):
 
             def split(y: torch.Tensor) -> torch.Tensor:
-                return y.view(b, t, heads, d).permute(0, 2, 1, 3)
+                return y.view(b, -1, heads, d).permute(0, 2, 1, 3)
 
-            scores = torch.matmul(split(q(x)), split(k(x)).transpose(-1, -2)) / scale
-            probs = torch.softmax(scores + bias, dim=-1)
-            ctx = torch.matmul(probs, split(v(x))).permute(0, 2, 1, 3).reshape(b, t, heads * d)
+            keys, values = split(k(x)).transpose(-1, -2), split(v(x))
+            if i == last:  # queries and everything after attention: first token only
+                x = self.tail(x[:, :1], keys, values, bias)
+                break
+            probs = torch.softmax(torch.matmul(split(q(x)), keys) / scale + bias, dim=-1)
+            ctx = torch.matmul(probs, values).permute(0, 2, 1, 3).reshape(b, t, heads * d)
             x = layer.attn_norm(x + layer.attn_out(ctx))
             x = layer.ffn_norm(x + layer.ffn_out(layer.act(layer.ffn_in(x))))
         return self.head(x[:, 0]).squeeze(-1)
+
+
+class FirstTokenTail(nn.Module):
+    """The last layer from its query projection on, for the first token of each sequence:
+    the only row the classification head reads. Its graph nodes are named ``/tail/...``."""
+
+    def __init__(self, layer: nn.Module, q: nn.Linear, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.layer, self.q = layer, q
+        self.heads, self.head_dim = heads, head_dim
+
+    def forward(self, first, keys, values, bias):
+        b = first.shape[0]
+        query = self.q(first).view(b, 1, self.heads, self.head_dim).permute(0, 2, 1, 3)
+        scores = torch.matmul(query, keys) / math.sqrt(self.head_dim)
+        probs = torch.softmax(scores + bias, dim=-1)
+        ctx = torch.matmul(probs, values).permute(0, 2, 1, 3).reshape(b, 1, -1)
+        layer = self.layer
+        x = layer.attn_norm(first + layer.attn_out(ctx))
+        return layer.ffn_norm(x + layer.ffn_out(layer.act(layer.ffn_in(x))))
 
 
 def export_onnx(model: nn.Module, path: Path, with_types: bool) -> None:
@@ -165,20 +191,25 @@ def _large(model) -> bool:
 
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization of the encoder's matrix products (int8 weights per output
-    channel, uint8 activations quantized per batch). The classification head stays fp32: it
-    runs on one token per pair (no measurable time) and its error would go straight into the
-    scores."""
+    channel, uint8 activations quantized per batch). The classification head and the last
+    layer's first-token tail stay fp32: they run on one token per pair (no measurable time)
+    and their error would go straight into the scores. So do the embeddings (a table lookup
+    plus LayerNorm, nothing to gain from int8)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    head = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
-    head = [n for n in head if n.startswith("/head/")]
+    nodes = onnx.load(str(src), load_external_data=False).graph.node
+    keep_fp32 = [
+        n.name
+        for n in nodes
+        if n.name.startswith(("/head/", "/tail/")) or n.op_type == "EmbedLayerNormalization"
+    ]
     quantize_dynamic(
         str(src),
         str(dst),
         weight_type=QuantType.QInt8,
         per_channel=True,
-        nodes_to_exclude=head,
+        nodes_to_exclude=keep_fp32,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         use_external_data_format=src.with_suffix(".onnx.data").exists(),
     )

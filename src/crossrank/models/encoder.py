@@ -100,6 +100,29 @@ class Layer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn_out(attn)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
+    def forward_first(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """The layer's output at each sequence's first token only: ``[batch, hidden]``.
+
+        Keys and values still come from every token, but the query projection, attention
+        output, feed-forward block and layer norms run on one row per sequence. The result
+        equals ``forward(x, layout)[layout.first]``; used for the last layer, whose other
+        rows the classification head never reads.
+        """
+        b, t, h = layout.batch, layout.seq, x.shape[1]
+        first = x.index_select(0, layout.first)
+        q = F.linear(first, self.qkv.weight[:h], self.qkv.bias[:h])
+        kv = layout.unpack(F.linear(x, self.qkv.weight[h:], self.qkv.bias[h:]))
+        kv = kv.view(b, t, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(
+            q.view(b, self.num_heads, 1, self.head_dim),
+            kv[0],
+            kv[1],
+            attn_mask=layout.attn_mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+        x = self.attn_norm(first + self.dropout(self.attn_out(attn.reshape(b, h))))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
     def _padded_attention(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
         b, t = layout.batch, layout.seq
         qkv = layout.unpack(self.qkv(x))  # [b * t, 3h]
@@ -182,18 +205,27 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        *,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, PackedLayout]:
-        """Packed hidden states ``[n_real_tokens, hidden]`` of the last layer and their layout."""
+        """Hidden states of the last layer and their layout.
+
+        Packed ``[n_real_tokens, hidden]`` rows, or with ``first_only`` just each sequence's
+        first token ``[batch, hidden]``: the last layer then skips the rows nobody reads
+        (:meth:`Layer.forward_first`), the same numbers for less work.
+        """
         x = self.embeddings(input_ids, attention_mask, token_type_ids)
         layout = PackedLayout(attention_mask, select_kernel(self.attention, x.device, x.dtype))
         x = layout.pack(x.reshape(layout.batch * layout.seq, -1))
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            step = layer.forward_first if first_only and i == last else layer
             if self.gradient_checkpointing and self.training:
                 from torch.utils.checkpoint import checkpoint
 
-                x = checkpoint(layer, x, layout, use_reentrant=False)
+                x = checkpoint(step, x, layout, use_reentrant=False)
             else:
-                x = layer(x, layout)
+                x = step(x, layout)
         return x, layout
 
 
@@ -236,8 +268,8 @@ class CrossEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``[batch]`` for a right-padded batch."""
-        hidden, layout = self.encoder(input_ids, attention_mask, token_type_ids)
-        return self.head(hidden.index_select(0, layout.first)).squeeze(-1)
+        first, _ = self.encoder(input_ids, attention_mask, token_type_ids, first_only=True)
+        return self.head(first).squeeze(-1)
 
     def init_head(self, parts: tuple[str, ...] = ("dense", "out_proj")) -> None:
         """Fresh head weights as transformers initialises them: N(0, initializer_range), zero bias.
