@@ -170,3 +170,32 @@ def test_missing_extra_is_one_line_naming_the_install(xlmr_dir, pairs_file, tmp_
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert_usage_error(proc, "pip install 'crossrank[onnx]'")
+
+
+def test_default_model_is_v2_m3_with_a_clear_offline_error(tmp_path):
+    """No --model means BAAI/bge-reranker-v2-m3 (CLI, server, library); when it is neither
+    cached nor downloadable, one line says so and names the bundled offline model."""
+    import inspect
+
+    from crossrank.cli import build_parser
+    from crossrank.hub import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "BAAI/bge-reranker-v2-m3"
+    assert inspect.signature(Reranker.__init__).parameters["model"].default == DEFAULT_MODEL
+    assert (
+        build_parser().parse_args(["rank", "--query", "q", "--documents", "-"]).model
+        == DEFAULT_MODEL
+    )
+    assert build_parser().parse_args(["serve"]).model == DEFAULT_MODEL
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a document\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossrank", "rank", "--query", "q", "--documents", str(docs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert_usage_error(proc, "'BAAI/bge-reranker-v2-m3'")
+    assert "--model crossrank/minilm-debian" in proc.stderr

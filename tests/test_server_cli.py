@@ -170,7 +170,7 @@ def test_bad_usage_is_one_line_exit_2(args, env, needle):
 
 
 def test_model_from_environment(bert_dir):
-    """CROSSRANK_MODEL satisfies the required --model (checked by parsing only)."""
+    """CROSSRANK_MODEL sets --model (checked by parsing only)."""
     from crossrank.cli import build_parser
 
     old = os.environ.get("CROSSRANK_MODEL")

@@ -18,6 +18,7 @@ from typing import Any
 from crossrank._version import __version__
 from crossrank.errors import CrossrankError
 from crossrank.files import open_input, parse_json_object, read_jsonl, require_str
+from crossrank.hub import BUNDLED_MODEL, DEFAULT_MODEL
 
 logger = logging.getLogger("crossrank")
 
@@ -50,7 +51,13 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
             help="checkpoint directory or hub id; repeat to compare several models",
         )
     else:
-        p.add_argument("--model", "-m", required=True, help="checkpoint directory or hub id")
+        p.add_argument(
+            "--model",
+            "-m",
+            default=DEFAULT_MODEL,
+            help=f"checkpoint directory, hub id, or the bundled offline {BUNDLED_MODEL} "
+            f"(default: {DEFAULT_MODEL})",
+        )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32 (default), fp16, bf16")
     p.add_argument("--max-length", type=int, default=512, help="longest pair in tokens (512)")

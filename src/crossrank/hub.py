@@ -10,6 +10,11 @@ from crossrank.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
+#: the model of the library, the CLI and the server when none is named
+DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
+#: the small model shipped with crossrank, which needs no network
+BUNDLED_MODEL = "crossrank/minilm-debian"
+
 #: files a reranker checkpoint may need; weights in both formats, tokenizer, configs
 _ALLOW = [
     "config.json",
@@ -58,6 +63,8 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
             else "check the id and your network, or download it with "
             f"`huggingface-cli download {text}` and pass the directory"
         )
+        if text == DEFAULT_MODEL:
+            how += f", or use the bundled offline model {BUNDLED_MODEL!r} (--model {BUNDLED_MODEL})"
         raise ModelLoadError(
             f"model {text!r} is neither a local directory nor in the Hugging Face cache and "
             f"could not be downloaded ({type(exc).__name__}); {how}"

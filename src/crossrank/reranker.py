@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from crossrank.errors import CrossrankError, InputError
+from crossrank.hub import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ class Reranker:
     """Cross-encoder reranker with the reference's input rules and exact scores.
 
     Args:
-        model: a checkpoint directory in Hugging Face layout or a hub id
-            (``"BAAI/bge-reranker-v2-m3"``).
+        model: a checkpoint directory in Hugging Face layout, a hub id, or the bundled
+            ``"crossrank/minilm-debian"``; default ``"BAAI/bge-reranker-v2-m3"`` (fetched from
+            the hub on first use; offline, a clear error names the bundled model).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
         dtype: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` (fp16 is refused on the CPU).
         max_length: longest pair in tokens, special tokens included (clamped, with a
@@ -145,7 +147,7 @@ class Reranker:
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
