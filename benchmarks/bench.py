@@ -45,6 +45,19 @@ def peers_python() -> Path:
     return py
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that matter here (Linux only)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    name = fields.get("model name\t", fields.get("model name", "")).strip()
+    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"]
+    return f"{name or platform.machine()} ({' '.join(f for f in wanted if f in flags)})"
+
+
 def peer_versions(py: Path) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json;"
@@ -225,7 +238,7 @@ def main() -> None:
 
     peers_py = peers_python()
     info = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_description() if args.device == "cpu" else platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -239,7 +252,7 @@ def main() -> None:
     info["matmul_peak_dtype"] = peak_dtype
     info["device"] = args.device
     print(
-        f"{peak_dtype} matmul peak {peak:.0f} GFLOP/s; {info['cpus']} cpus; torch threads "
+        f"{info['machine']}; {peak_dtype} matmul peak {peak:.0f} GFLOP/s; {info['cpus']} cpus; torch threads "
         f"{info['torch_threads']}; load {info['load_avg_start'][0]:.2f}; peers {info['peers']}"
     )
     results = []

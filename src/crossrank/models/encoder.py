@@ -6,7 +6,8 @@ the result: query/key/value are one fused matrix product, and the linear layers 
 real tokens only (padding is dropped before them and restored around attention), so padded
 positions cost no matrix-product FLOPs. On CUDA in fp16 / bf16 attention also runs on the
 packed tokens (variable-length kernels, :mod:`crossrank.models.attention`), so padding costs
-no attention FLOPs either.
+no attention FLOPs either. The last layer works on each sequence's first token only (keys and
+values still come from every token): the classification head reads nothing else.
 """
 
 from __future__ import annotations
