@@ -55,3 +55,18 @@ def test_bf16_load_casts_while_streaming(bert_dir):
     with torch.no_grad():
         out = model(ids, torch.ones_like(ids))
     assert out.shape == (1,) and np.isfinite(out.float().numpy()).all()
+
+
+def test_saved_weights_get_the_usual_file_mode(tmp_path):
+    """Weights are written atomically and readable like any other file (umask 022: 0644)."""
+    import os
+
+    from crossrank.models.weights import save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        save_safetensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "model.safetensors.tmp").exists()

@@ -156,4 +156,7 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; give the usual mode
     os.replace(tmp, path)
