@@ -64,6 +64,24 @@ def test_rank_is_stable_on_ties(rr):
     assert [r.index for r in ranked] == [0, 1, 2, 3, 4]
 
 
+def test_duplicate_pairs_are_scored_once(rr, monkeypatch):
+    """Identical pairs cost one forward row and get exactly the same score."""
+    rows = []
+    real = rr.engine.backend.score
+
+    def counting(batch):
+        rows.append(batch.input_ids.shape[0])
+        return real(batch)
+
+    monkeypatch.setattr(rr.engine.backend, "score", counting)
+    pairs = [("q", "a doc"), ("q", "another doc"), ("q", "a doc"), ("q", "a doc")] * 3
+    scores = rr.compute_score(pairs)
+    assert sum(rows) == 2
+    assert len({scores[i] for i in (0, 2, 3, 4, 6, 7)}) == 1
+    alone = rr.compute_score(["q", "another doc"])
+    assert abs(scores[1] - alone) < 1e-5 and scores[1] != scores[0]
+
+
 def test_rank_many_batches_across_queries(rr):
     queries = ["what is panda?", "debian"]
     docs = [[p[1] for p in pairs_mix()[:5]], ["free operating system", "bamboo"]]

@@ -89,8 +89,26 @@ class Engine:
         """Float32 logits of already encoded pairs, in input order.
 
         A backend with ``n_outputs > 1`` (several scores per pair, e.g. several cutoff layers)
-        gives an array ``[n_pairs, n_outputs]``.
+        gives an array ``[n_pairs, n_outputs]``. Identical inputs (same token ids) are scored
+        once and share the score: no work spent on duplicates, and duplicates tie exactly
+        (batch kernels may round a row differently depending on where it sits in the batch).
         """
+        first: dict[tuple, int] = {}
+        inverse = np.empty(len(encoded), dtype=np.int64)
+        unique: list[EncodedPair] = []
+        for i, e in enumerate(encoded):
+            key = (tuple(e.ids), tuple(e.type_ids) if e.type_ids is not None else None)
+            j = first.setdefault(key, len(unique))
+            if j == len(unique):
+                unique.append(e)
+            inverse[i] = j
+        if len(unique) == len(encoded):
+            return self._score_all(encoded, batch_size, show_progress)
+        return self._score_all(unique, batch_size, show_progress)[inverse]
+
+    def _score_all(
+        self, encoded: Sequence[EncodedPair], batch_size: int | None, show_progress: bool | None
+    ) -> np.ndarray:
         width = int(getattr(self.backend, "n_outputs", 1))
         out = np.zeros((len(encoded), width) if width > 1 else len(encoded), dtype=np.float32)
         if not encoded:
