@@ -26,7 +26,9 @@ def pairs(n: int) -> list[list[str]]:
         "free",
         "system",
     ]
-    return [[words[i % 5], " ".join(words[: 2 + i % 12])] for i in range(n)]
+    # distinct passages (identical pairs would be scored once, making the job smaller)
+    extra = [[words[(i // 12) % 13], words[(i // 156) % 13]] for i in range(n)]
+    return [[words[i % 5], " ".join(words[: 2 + i % 12] + extra[i])] for i in range(n)]
 
 
 def count_calls(pool: DevicePool) -> dict[int, set[str]]:
