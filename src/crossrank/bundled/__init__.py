@@ -1,7 +1,9 @@
 """Models and examples shipped inside the package, usable offline.
 
 ``crossrank/minilm-debian`` is a small English reranker (all-MiniLM-L6-v2 fine-tuned on the
-debian-ir training split); see its README.md for the recipe and measured metrics.
+debian-ir training split); see its README.md for the recipe and measured metrics. Its files
+live in the repository's ``models/minilm-debian``; ``minilm-debian`` here links to them, so
+wheels and editable installs carry the same model.
 
 Example:
     >>> from crossrank import Reranker
