@@ -51,9 +51,13 @@ def cpu_description() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
-    name = fields.get("model name\t", fields.get("model name", "")).strip()
-    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+    first_cpu = text.split("\n\n", 1)[0]
+    fields = {
+        key.strip(): value.strip()
+        for key, _, value in (line.partition(":") for line in first_cpu.splitlines())
+    }
+    name = fields.get("model name", "")
+    flags = set(fields.get("flags", "").split())
     wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"]
     return f"{name or platform.machine()} ({' '.join(f for f in wanted if f in flags)})"
 
