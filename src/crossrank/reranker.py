@@ -107,7 +107,7 @@ class Reranker:
         query_instruction / passage_instruction: strings put before every query / passage.
         max_batch_tokens: padded-token budget of a forward pass (default on the CPU: sized so
             the widest activation stays under 16 MiB, 1024 tokens for bge-reranker-base,
-            2048 for MiniLM; 65536 on CUDA).
+            2048 for MiniLM; 512 with ``backend="onnx"``; 65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
         backend: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX Runtime, needs
             ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
@@ -216,8 +216,10 @@ class Reranker:
         """Token budget for the CPU sized to the model's width (None: the engine's default)."""
         if self.device.type != "cpu":
             return None
-        from crossrank.engine.runner import cpu_token_budget
+        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
 
+        if self.backend.name == "onnx":
+            return ONNX_TOKEN_BUDGET
         return cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
 
     def _clamp_length(self, max_length: int) -> int:
