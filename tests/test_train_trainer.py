@@ -221,3 +221,55 @@ def test_two_process_ddp_matches_one_process(tmp_path, bert_dir):
     log = [json.loads(x) for x in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]  # only rank 0 logs
     shutil.rmtree(tmp_path / "two")
+
+
+@pytest.mark.parametrize("qmax,pmax", [(32, 64), (8, 16), (4, 40)])
+def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax):
+    """FlagEmbedding's encoder training data, written with transformers' tokenizer: query cut
+    to q + p // 4, passage to p + q // 2, the pair cut on the passage side to q + p tokens.
+    (With transformers 5, FlagEmbedding decodes the cut ids and tokenizes the text pair.)"""
+    from transformers import AutoTokenizer
+
+    from crossrank.config import EncoderConfig, read_config
+    from crossrank.train.data import Group
+    from crossrank.train.trainer import PairEncoder
+
+    model_dir = minilm_dir
+    config = EncoderConfig.from_dict(read_config(model_dir / "config.json"))
+    long_text = " ".join(text for _, text in TOPICS) * 3
+    groups = [
+        Group("what is a panda?", tuple(text for _, text in TOPICS[:3]) + (long_text,)),
+        Group(long_text, (TOPICS[1][1], long_text)),
+    ]
+    encoder = PairEncoder(
+        model_dir,
+        TrainConfig(model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax),
+        config.type_vocab_size > 1,
+        config.pad_token_id,
+    )
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    expected = []
+    for g in groups:
+        q = tok.encode(
+            g.query, truncation=True, max_length=qmax + pmax // 4, add_special_tokens=False
+        )
+        for p in g.passages:
+            d = tok.encode(
+                p, truncation=True, max_length=pmax + qmax // 2, add_special_tokens=False
+            )
+            expected.append(
+                tok(
+                    _decode(tok, q),
+                    _decode(tok, d),
+                    truncation="only_second",
+                    max_length=qmax + pmax,
+                )
+            )
+    got = encoder.encode(groups)
+    assert [e.ids for e in got] == [x["input_ids"] for x in expected]
+    assert max(len(e) for e in got) == qmax + pmax  # the long texts really were cut
+    assert [e.type_ids for e in got] == [x["token_type_ids"] for x in expected]
+
+
+def _decode(tok, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)

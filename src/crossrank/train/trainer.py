@@ -165,23 +165,23 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
 class PairEncoder:
     """Encodes sampled groups with the reference's training length rules.
 
-    The query is cut to ``query_max_length`` tokens, the passage to ``passage_max_length``,
-    and the assembled pair (special tokens included) to ``max_length`` on the passage side.
+    FlagEmbedding's encoder fine-tuning cuts the query to ``query_max_length +
+    passage_max_length // 4`` tokens and the passage to ``passage_max_length +
+    query_max_length // 2``, then cuts the assembled pair (special tokens included) to
+    ``query_max_length + passage_max_length`` on the passage side. A short query thus leaves
+    its unused budget to the passage. ``max_length`` caps the pair on top of that.
     """
 
     def __init__(self, model_dir: Path, cfg: TrainConfig, use_type_ids: bool, pad_default: int):
         from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
 
         tok = load_tokenizer(model_dir)
-        self.pair = PairTokenizer(
-            tok,
-            max_length=cfg.max_length,
-            query_max_length=cfg.query_max_length,
-            use_type_ids=use_type_ids,
-        )
+        self.pair = PairTokenizer(tok, max_length=cfg.max_length, use_type_ids=use_type_ids)
         self.pad_id = pad_token_id(tok, model_dir, pad_default)
-        self.max_length, self.qmax = self.pair.limits(cfg.max_length, cfg.query_max_length)
-        self.pmax = cfg.passage_max_length
+        qmax, pmax = cfg.query_max_length, cfg.passage_max_length
+        self.pair_max = min(cfg.max_length, qmax + pmax)
+        self.query_cut = min(qmax + pmax // 4, self.pair_max - self.pair.num_special)
+        self.passage_cut = pmax + qmax // 2
 
     def encode(self, groups) -> list:
         queries = list(dict.fromkeys(g.query for g in groups))
@@ -195,8 +195,8 @@ class PairEncoder:
         for g in groups:
             q = q_encs[g.query]
             for _ in g.passages:
-                limit = min(self.max_length, min(len(q), self.qmax) + self.pmax + special)
-                out.append(self.pair.assemble(q, p_encs[i], limit, self.qmax))
+                limit = min(self.pair_max, min(len(q), self.query_cut) + self.passage_cut + special)
+                out.append(self.pair.assemble(q, p_encs[i], limit, self.query_cut))
                 i += 1
         return out
 
@@ -554,7 +554,6 @@ def make_evaluator(cfg: TrainConfig, encoder: PairEncoder, device: torch.device)
         max_queries=cfg.eval_max_queries,
         pair_tokenizer=encoder.pair,
         pad_id=encoder.pad_id,
-        max_length=cfg.eval_max_length
-        or min(encoder.max_length, encoder.qmax + encoder.pmax + encoder.pair.num_special),
+        max_length=cfg.eval_max_length or encoder.pair_max,
         device=device,
     )
