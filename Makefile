@@ -33,7 +33,7 @@ format: venv
 demo: venv
 	$(PY) -m crossrank demo
 
-# retrain the bundled reranker models/minilm-debian (CPU, ~70 min; needs ../shared/data/debian-ir)
+# retrain the bundled reranker models/minilm-debian (CPU, ~55 min; needs ../shared/data/debian-ir)
 bundled-model: venv
 	PY=$(PY) scripts/train-minilm-debian.sh ../shared/data/debian-ir build/minilm-debian
 

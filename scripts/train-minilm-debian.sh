@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled reranker models/minilm-debian (see its README.md).
 # Usage: scripts/train-minilm-debian.sh [DATA_DIR] [OUTPUT_DIR]   (or: make bundled-model)
-# CPU run: 76,800 pairs, about 70 minutes on 2 idle cores (19-21 pairs/s); on a GPU add --device cuda.
+# CPU run: 76,800 pairs, about 55 minutes on 2 idle cores (24-26 pairs/s); on a GPU add --device cuda.
 set -euo pipefail
 DATA=${1:-../shared/data/debian-ir}
 OUT=${2:-build/minilm-debian}
