@@ -179,7 +179,7 @@ class PairEncoder:
         self.pair = PairTokenizer(tok, max_length=cfg.max_length, use_type_ids=use_type_ids)
         self.pad_id = pad_token_id(tok, model_dir, pad_default)
         qmax, pmax = cfg.query_max_length, cfg.passage_max_length
-        self.pair_max = min(cfg.max_length, qmax + pmax)
+        self.pair_max, _ = self.pair.limits(min(cfg.max_length, qmax + pmax))  # room for text
         self.query_cut = min(qmax + pmax // 4, self.pair_max - self.pair.num_special)
         self.passage_cut = pmax + qmax // 2
 
