@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from crossrank import Reranker  # noqa: E402
-from crossrank.engine.onnx_backend import OnnxBackend, cache_root  # noqa: E402
+from crossrank.engine.onnx_backend import OnnxBackend  # noqa: E402
+from crossrank.engine.onnx_cache import cache_root  # noqa: E402
 from crossrank.errors import CrossrankError  # noqa: E402
 
 PAIRS = [
@@ -96,7 +97,7 @@ def test_per_token_product_quantizes_each_row_alone():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from crossrank.engine.onnx_backend import per_token_matmuls
+    from crossrank.engine.onnx_quantize import per_token_matmuls
 
     rng = np.random.default_rng(0)
     k, n = 64, 48

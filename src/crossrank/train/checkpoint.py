@@ -1,15 +1,15 @@
 """Atomic checkpoints in Hugging Face layout, plus the training state ``--resume`` needs.
 
-A checkpoint directory is written complete under a temporary name and renamed into place,
-so a run killed while saving leaves the previous checkpoint as it was and at worst a
-``.tmp-*`` directory, which is ignored (and removed by the next save).
+A checkpoint directory is written complete under a temporary name and renamed into place
+(:func:`crossrank.atomic.atomic_dir`), so a run killed while saving leaves the previous
+checkpoint as it was and at worst a ``.tmp-*`` directory, which is ignored and removed by the
+next save once its process is gone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossrank.atomic import atomic_dir
 from crossrank.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -56,50 +57,6 @@ def write_model_files(
         src = Path(tokenizer_dir) / name
         if src.is_file():
             shutil.copyfile(src, dest / name)
-
-
-def atomic_dir(dest: Path, fill) -> Path:
-    """Create directory ``dest`` atomically: ``fill(tmp)`` writes a temporary sibling, then
-    it is renamed over ``dest`` (an existing ``dest`` is moved aside first and removed after).
-    If ``fill`` raises, ``dest`` is untouched and the temporary directory is removed."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = dest.parent / f".old-{dest.name}-{os.getpid()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_model(
