@@ -19,7 +19,18 @@ def reranker(bert_dir):
 
 
 def make_pairs(n: int) -> list[tuple[str, str]]:
-    words = "panda bear bamboo china forest debian package kernel free software".split()
+    words = [
+        "panda",
+        "bear",
+        "bamboo",
+        "china",
+        "forest",
+        "debian",
+        "package",
+        "kernel",
+        "free",
+        "software",
+    ]
     rng = np.random.default_rng(0)
     return [
         (" ".join(rng.choice(words, 2)), " ".join(rng.choice(words, int(rng.integers(1, 30)))))

@@ -169,7 +169,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raw = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ModelLoadError(
-            f"{path} is not valid UTF-8 (byte {exc.start}); save config.json as UTF-8"
+            f"{path} is not valid UTF-8 (byte offset {exc.start}); save config.json as UTF-8"
         ) from None
     except json.JSONDecodeError as exc:
         raise ModelLoadError(
