@@ -207,6 +207,28 @@ def test_concurrent_first_use_builds_once(xlmr_dir, onnx_cache):
     assert meta["quantize"] is None
 
 
+def test_killed_builds_leave_nothing_under_the_entry_name(bert_dir, onnx_cache):
+    """The export builds in a temporary directory renamed into place (crossrank.atomic): an
+    incomplete entry under the final name (no meta.json) is replaced, and the temporary of a
+    build killed earlier (its process is gone) is removed by the next build."""
+    from crossrank.atomic import temp_name
+    from crossrank.engine.onnx_cache import cache_key
+
+    key = cache_key(Path(bert_dir), None)
+    root = cache_root()
+    (root / key).mkdir(parents=True)
+    (root / key / "exported.onnx").write_bytes(b"half an export")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              stdout=subprocess.PIPE).stdout)  # fmt: skip
+    killed = root / temp_name(key).replace(f"-{os.getpid()}-", f"-{dead}-")
+    killed.mkdir()
+    (killed / "exported.onnx").write_bytes(b"another half")
+    backend = Reranker(bert_dir, device="cpu", backend="onnx").backend
+    assert backend.path == root / key / "model.onnx"
+    assert sorted(p.name for p in (root / key).iterdir()) == ["meta.json", "model.onnx"]
+    assert sorted(p.name for p in root.iterdir()) == [key, f"{key}.lock"]
+
+
 def test_missing_onnxruntime_names_the_extra(bert_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"pip install 'crossrank\[onnx\]'"):
