@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import chain, islice
@@ -164,7 +165,7 @@ def score_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from crossrank.atomic import check_output, open_output
-    from crossrank.scoring import score_stream
+    from crossrank.scoring import log_summary, score_stream
 
     check_input(args.input)
     check_output(args.output, what="--output")
@@ -181,6 +182,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     progress = sys.stderr.isatty()
     total = count_lines(args.input) if progress else None
+    start, n = time.perf_counter(), 0
     with open_output(args.output) as out:
         for score in score_stream(
             reranker,
@@ -188,9 +190,14 @@ def cmd_score(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             show_progress=progress,
             total=total,
+            summary=False,
             **score_options(args),
         ):
             out.write(json.dumps({**pending.popleft(), "score": score}, ensure_ascii=False) + "\n")
+            n += 1
+    # after the output is complete (renamed into place): a failed write is the last line
+    where = f" into {args.output}" if args.output != "-" else ""
+    log_summary(n, time.perf_counter() - start, args.chunk_size, where)
     return 0
 
 

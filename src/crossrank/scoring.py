@@ -48,6 +48,7 @@ def score_stream(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     show_progress: bool | None = None,
     total: int | None = None,
+    summary: bool = True,
     **score_kwargs: Any,
 ) -> Iterator[Any]:
     """Yield the score of each ``(query, passage)`` pair of ``pairs``, in input order.
@@ -56,7 +57,7 @@ def score_stream(
     ``chunk_size`` pairs at a time, so memory does not grow with the input. Each chunk is one
     ``reranker.compute_score(chunk, **score_kwargs)`` call. A tqdm progress bar counts the
     pairs (``show_progress``: None shows it when stderr is a terminal; ``total`` gives it an
-    end), and a summary (pairs, seconds, pairs/s) is logged at INFO level on
+    end), and with ``summary`` a line (pairs, seconds, pairs/s) is logged at INFO level on
     ``crossrank.scoring`` when the input is exhausted.
 
     Raises:
@@ -88,10 +89,16 @@ def score_stream(
             yield from scores
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
+    if summary:
+        log_summary(n, time.perf_counter() - start, chunk_size)
+
+
+def log_summary(n: int, seconds: float, chunk_size: int, where: str = "") -> None:
+    """The summary line of a scoring job, at INFO level on ``crossrank.scoring``."""
     logger.info(
-        "scored %d pairs in %.1f s (%.1f pairs/s, chunks of %d)",
+        "scored %d pairs%s in %.1f s (%.1f pairs/s, chunks of %d)",
         n,
+        where,
         seconds,
         n / seconds if seconds > 0 else 0.0,
         chunk_size,
