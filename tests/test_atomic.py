@@ -174,6 +174,10 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     users = [tmp_path / f".tmp-notes-{dead}", tmp_path / ".tmp-plain"]
     for p in users:
         p.write_text("a user's file that merely looks like a temporary")
+    for name, inner in ((f".old-model-{dead}", "config.json"), (f".tmp-backup-{dead}", "a.txt")):
+        users.append(tmp_path / name)  # a user's directories
+        users[-1].mkdir()
+        (users[-1] / inner).write_text("{}")
 
     atomic_write_text(tmp_path / "out.jsonl", "done\n")  # any atomic write cleans up
     names = {p.name for p in tmp_path.iterdir()}

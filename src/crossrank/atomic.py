@@ -54,10 +54,10 @@ def temp_name(target: str) -> str:
 
 
 _NAME = re.compile(r"^\.tmp-.+-([0-9a-f]{8})-([0-9]+)-[0-9a-f]{8}$")
-#: temporaries of checkpoint saves before this module (``.tmp-<name>-<pid>`` and the
-#: ``.old-<name>-<pid>`` a replaced checkpoint was moved to): recognised only as directories
-#: holding model files, so that a user's own ``.tmp-notes-2024`` is never taken for one
-_LEGACY = re.compile(r"^\.(?:tmp|old)-.+-([0-9]+)$")
+#: temporaries of checkpoint saves before this module (``.tmp-<name>-<pid>``): recognised
+#: only as directories holding model files (or nothing), so that a user's own
+#: ``.tmp-notes-2024`` is never taken for one
+_LEGACY = re.compile(r"^\.tmp-.+-([0-9]+)$")
 _LEGACY_FILES = ("config.json", "model.safetensors", "trainer_state.json", "optimizer.pt")
 
 
