@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 from crossrank._version import __version__
@@ -171,12 +171,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_output(args.output, what="--output")
     check_chunk_size(args.chunk_size)
     rows = read_pairs(args.input)
-    first = list(islice(rows, args.chunk_size))  # a bad first chunk fails before the model loads
+    ahead = deque(islice(rows, args.chunk_size))  # a bad first chunk fails before the model loads
     reranker = load_reranker(args, show_progress=False)
     pending: deque[dict[str, Any]] = deque()  # rows read and not yet written: one chunk
 
     def pairs() -> Iterator[tuple[str, str]]:
-        for pair, obj in chain(first, rows):
+        while ahead:
+            pair, obj = ahead.popleft()
+            pending.append(obj)
+            yield pair
+        for pair, obj in rows:
             pending.append(obj)
             yield pair
 
