@@ -100,6 +100,18 @@ def test_truncated_or_corrupt_safetensors(damage, message, bert_dir, tmp_path, c
     assert line.endswith("re-download the model or save the checkpoint again")
 
 
+def test_corrupt_pytorch_bin(bert_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(bert_dir, model)
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a zip")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(PAIR)
+    line = error_line(capsys, ["score", "-m", model, "-i", pairs])
+    assert f"{model / 'pytorch_model.bin'}: corrupt PyTorch weight file (" in line
+    assert line.endswith("re-download the model or save the checkpoint again")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
