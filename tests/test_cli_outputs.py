@@ -134,7 +134,7 @@ def test_missing_output_directory_fails_before_the_model_loads(bert_dir, tmp_pat
 
 def test_rank_output_file_and_stdout(bert_dir, tmp_path, capsys):
     docs = tmp_path / "docs.txt"
-    docs.write_text("hi\r\nThe giant panda is a bear.\r\nDebian is free.\r\n")  # CRLF is fine
+    docs.write_text("\ufeffhi\r\nThe giant panda is a bear.\r\nDebian is free.\r\n")  # BOM, CRLF
     out = tmp_path / "ranked.jsonl"
     assert (
         main(

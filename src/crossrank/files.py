@@ -89,7 +89,7 @@ def open_binary(path: str) -> Iterator[IO[bytes]]:
 
 def iter_lines(path: str) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, text)`` for each line of a UTF-8 text file (``.gz`` and ``-`` too),
-    without its line ending (``\\n`` or ``\\r\\n``).
+    without its line ending (``\\n`` or ``\\r\\n``) or a leading byte order mark.
 
     Raises:
         InputError: as :func:`open_binary`, and for invalid UTF-8 (with the line and the byte
@@ -125,6 +125,8 @@ def iter_lines(path: str) -> Iterator[tuple[int, str]]:
                     f"(offset {offset + exc.start} of the {data}); {UTF8_FIX}"
                 ) from None
             offset += len(raw)
+            if lineno == 1 and text.startswith("\ufeff"):  # a byte order mark (Windows editors)
+                text = text[1:]
             if text.endswith("\n"):
                 text = text[:-2] if text.endswith("\r\n") else text[:-1]
             yield lineno, text
