@@ -26,9 +26,10 @@ from FlagEmbedding.abc.finetune.reranker.AbsDataset import (
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from crossrank.models import load_cross_encoder
+from crossrank.train.config import TrainConfig
 from crossrank.train.data import Group
+from crossrank.train.encoding import PairEncoder, make_chunks
 from crossrank.train.losses import group_loss
-from crossrank.train.trainer import PairEncoder, TrainConfig, make_chunks
 
 GRADS = [  # transformers' name, ours
     ("bert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight"),
