@@ -64,6 +64,10 @@ class TrainConfig:
     save_steps: int | None = opt(None, "checkpoint every N steps")
     save_total_limit: int = opt(2, "checkpoints kept (2)")
     resume: bool = opt(False, "continue from the last checkpoint in --output")
+    overwrite_output_dir: bool = opt(
+        False, "write into a non-empty --output (an earlier run there is started over)"
+    )
+    allow_config_change: bool = opt(False, "--resume even when options differ from the run's")
     save_dtype: str | None = opt(None, "fp16 / bf16 final weights (default fp32)")
     eval_dataset: str | None = opt(None, "BEIR directory for periodic evaluation")
     eval_split: str = opt("dev", "split of --eval-dataset (dev)")

@@ -52,6 +52,7 @@ class Trainer:
         from crossrank.train.data import GroupSchedule, load_examples
         from crossrank.train.losses import make_loss
         from crossrank.train.optim import linear_schedule, make_optimizer, resolve_amp
+        from crossrank.train.outdir import check_output, prepare_output
         from crossrank.train.tasks import make_task
 
         validate(cfg)
@@ -65,9 +66,11 @@ class Trainer:
         self.output = output = Path(cfg.output)
         self.init_dir = init_dir = resolve_model_dir(cfg.model)
 
-        resume_dir = ckpt.find_last_checkpoint(output) if cfg.resume else None
-        if cfg.resume and resume_dir is None:
-            logger.warning("--resume: no checkpoint under %s; starting from scratch", output)
+        resume_dir = check_output(cfg, init_dir)
+        barrier(d)  # every process has checked before the main one changes anything
+        if d.main:
+            prepare_output(cfg, resume_dir is not None)
+        barrier(d)
         torch.manual_seed(cfg.seed)  # the fresh head of a bare encoder is reproducible
         self.task = task = make_task(init_dir, resume_dir or init_dir, cfg, device)
         self.amp_dtype = resolve_amp(cfg.dtype, device) if task.autocast else None
@@ -112,7 +115,6 @@ class Trainer:
         if d.main:
             from crossrank.train.runlog import trim_log
 
-            output.mkdir(parents=True, exist_ok=True)
             trim_log(self.log_path, self.start)
         self.pairs_per_step = self.schedule.global_batch * cfg.group_size
 
