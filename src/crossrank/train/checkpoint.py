@@ -30,6 +30,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
     "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 STATE_FILE = "trainer_state.json"
 

@@ -53,6 +53,21 @@ class TrainConfig:
     loss: str = opt("ce", "group loss: ce (cross-entropy, + distillation with teacher scores) "
                     "or distill (teacher scores only)")  # fmt: skip
     gradient_checkpointing: bool = opt(False, "recompute activations in backward")
+    lora_rank: int | None = opt(None, "decoders: train a LoRA adapter of this rank (default: "
+                                "full fine-tuning)")  # fmt: skip
+    lora_alpha: float | None = opt(None, "LoRA alpha (default: 2 x rank)")
+    lora_dropout: float = opt(0.1, "LoRA dropout (0.1)")
+    target_modules: list[str] = opt(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "linears LoRA adapts (q_proj k_proj v_proj o_proj)",
+    )
+    lora_extra_parameters: list[str] = opt(
+        [], "modules trained in full beside LoRA, e.g. linear_head (layerwise heads)"
+    )
+    start_layer: int | None = opt(
+        None, "layerwise: first layer whose head is trained (default: the checkpoint's)"
+    )
+    merge: bool = opt(False, "LoRA: write the merged full checkpoint instead of the adapter")
     dtype: str | None = opt(
         None, "encoders: bf16 / fp16 autocast (CUDA only); decoders: the frozen base's dtype"
     )
@@ -97,6 +112,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.query_max_length >= 1 and cfg.passage_max_length >= 1, "lengths must be >= 1"),
         (cfg.logging_steps >= 1, "--logging-steps must be >= 1"),
         (cfg.loss in LOSSES, f"unknown --loss {cfg.loss!r}; use one of {', '.join(LOSSES)}"),
+        (cfg.lora_rank is None or cfg.lora_rank >= 1, "--lora-rank must be >= 1"),
+        (0 <= cfg.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (not cfg.merge or cfg.lora_rank is not None, "--merge needs --lora-rank"),
         (not cfg.save_best or bool(cfg.eval_dataset), "--save-best needs --eval-dataset"),
         (
             not cfg.eval_dataset or bool(cfg.eval_run),

@@ -260,7 +260,7 @@ class Trainer:
 
         if d.main:
             dtype = resolve_save_dtype(cfg.save_dtype)
-            ckpt.save_final(lambda dest: self.task.write_model(dest, dtype), self.output)
+            ckpt.save_final(lambda dest: self.task.write_model(dest, dtype, True), self.output)
         barrier(d)
         done_pairs = (total - self.start) * self.pairs_per_step
         summary = {

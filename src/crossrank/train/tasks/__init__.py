@@ -55,8 +55,9 @@ class TrainTask(Protocol):
         """The loss of a micro-step from scores ``[batch, group, k]`` (positive at index 0)."""
         ...
 
-    def write_model(self, dest: Path, dtype: torch.dtype | None) -> None:
-        """Write the trained model (or adapter) into the existing directory ``dest``."""
+    def write_model(self, dest: Path, dtype: torch.dtype | None, final: bool = False) -> None:
+        """Write the trained model (or adapter) into the existing directory ``dest``;
+        ``final``: the run's output rather than a checkpoint (``--merge`` applies)."""
         ...
 
     def evaluator(self, cfg: TrainConfig, device: torch.device) -> Callable | None:
@@ -74,6 +75,7 @@ def make_task(init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.de
         from crossrank.train.tasks.encoder import EncoderTask
 
         return EncoderTask(init_dir, load_dir, cfg, device)
-    from crossrank.errors import UnsupportedModelError
+    from crossrank.train.tasks.decoder import DecoderTask, LayerwiseTask
 
-    raise UnsupportedModelError(f"training {kind} checkpoints is not supported yet")
+    cls = LayerwiseTask if kind == "minicpm-layerwise" else DecoderTask
+    return cls(init_dir, load_dir, cfg, device)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from crossrank.errors import CrossrankError
+
 if TYPE_CHECKING:
     from crossrank.train.config import TrainConfig
     from crossrank.train.losses import GroupLoss
@@ -37,6 +39,8 @@ class EncoderTask:
         self.init_dir = init_dir
         self.model = load_cross_encoder(load_dir)
         self.config = EncoderConfig.from_dict(read_config(load_dir / "config.json"))
+        if cfg.lora_rank is not None or cfg.start_layer is not None:
+            raise CrossrankError("--lora-rank and --start-layer apply to decoder (LLM) models")
         if cfg.dropout is not None:
             set_dropout(self.model, cfg.dropout)
         self.model.encoder.gradient_checkpointing = cfg.gradient_checkpointing
@@ -55,7 +59,7 @@ class EncoderTask:
     def loss(self, scores: torch.Tensor, teacher: torch.Tensor | None, loss: GroupLoss):
         return loss(scores[..., 0], teacher)
 
-    def write_model(self, dest: Path, dtype: torch.dtype | None) -> None:
+    def write_model(self, dest: Path, dtype: torch.dtype | None, final: bool = False) -> None:
         from crossrank.train.checkpoint import write_model_files
 
         write_model_files(self.model, self.config, self.init_dir, dest, dtype=dtype)
