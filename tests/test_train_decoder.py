@@ -314,3 +314,87 @@ def test_decoder_option_errors(tmp_path, gemma_dir, bert_dir):
         Trainer(dcfg(tmp_path, gemma_dir, data, "c", lora_rank=4, target_modules=["qkv"]))
     with pytest.raises(CrossrankError, match="--merge needs"):
         Trainer(dcfg(tmp_path, gemma_dir, data, "d", merge=True))
+
+
+def test_full_fine_tuning_writes_a_checkpoint_transformers_scores_the_same(tmp_path, gemma_dir):
+    from transformers import GemmaForCausalLM
+
+    from crossrank.models.decoder import load_decoder
+
+    data = make_data(tmp_path / "d.jsonl")
+    train(dcfg(tmp_path, gemma_dir, data, "out", max_steps=2))
+    out = tmp_path / "out"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["GemmaForCausalLM"]
+    tok = hf_tokenizer(gemma_dir)
+    yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
+    ids = [reference_ids(tok, g.query, p, PROMPT, 16, 32) for g in groups() for p in g.passages]
+    ref_model = GemmaForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    ours_model, before = load_decoder(out), load_decoder(gemma_dir)
+    with torch.no_grad():
+        ref = [ref_model(input_ids=torch.tensor([x])).logits[0, -1, yes].item() for x in ids]
+        one = lambda m, x: m.score(  # noqa: E731
+            torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long), token_ids=[yes]
+        ).item()
+        ours = [one(ours_model, x) for x in ids]
+        old = [one(before, x) for x in ids]
+    assert max(abs(a - b) for a, b in zip(ours, ref)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(ours, old)) > 1e-3
+
+
+def test_cli_trains_a_lora_adapter_and_reports_bad_prompts_by_line(tmp_path, gemma_dir):
+    import subprocess
+    import sys
+
+    data = make_data(tmp_path / "d.jsonl", n=8)
+    common = [sys.executable, "-m", "crossrank", "train", "-m", str(gemma_dir), "--group-size",
+              "4", "--batch-size", "2", "--max-steps", "1", "--device", "cpu", "--no-progress",
+              "--query-max-length", "16", "--passage-max-length", "32"]  # fmt: skip
+    res = subprocess.run(
+        [*common, "--data", data, "-o", str(tmp_path / "o"), "--lora-rank", "2",
+         "--target-modules", "q_proj", "v_proj"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    conf = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
+    assert conf["target_modules"] == ["q_proj", "v_proj"] and conf["lora_alpha"] == 4.0
+    bad = tmp_path / "bad.jsonl"
+    lines = (tmp_path / "d.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), "prompt": ["not", "a", "string"]})
+    bad.write_text("\n".join(lines) + "\n")
+    res = subprocess.run(
+        [*common, "--data", str(bad), "-o", str(tmp_path / "o2")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2 and "bad.jsonl:3:" in res.stderr and "prompt" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_two_process_lora_matches_one_process(tmp_path, gemma_dir):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    data = make_data(tmp_path / "d.jsonl")
+    common = ["-m", "crossrank", "train", "-m", str(gemma_dir), "--data", data, "--group-size",
+              "4", "--max-steps", "2", "--warmup-ratio", "0", "--lr", "1e-3", "--device", "cpu",
+              "--no-progress", "--lora-rank", "4", "--lora-dropout", "0",
+              "--query-max-length", "16", "--passage-max-length", "32"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, *common, "--batch-size", "4", "-o", str(tmp_path / "one")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *common, "--batch-size", "2", "-o", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 0
