@@ -53,10 +53,9 @@ def main() -> None:
     ap.add_argument("--passage-max-length", type=int, default=96)
     args = ap.parse_args()
 
+    from crossrank.train.trainer import TrainConfig, Trainer
     from test_train_trainer import make_data
     from tiny_llm import gemma_checkpoint, minicpm_checkpoint
-
-    from crossrank.train.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
