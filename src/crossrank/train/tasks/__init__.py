@@ -68,14 +68,19 @@ class TrainTask(Protocol):
 def make_task(init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.device) -> TrainTask:
     """The task of the checkpoint's family. ``load_dir`` holds the weights to start from (the
     initial model, or the checkpoint resumed); ``init_dir`` its tokenizer and base config."""
-    from crossrank.config import model_kind, read_config
+    from crossrank.config import read_config
+    from crossrank.errors import UnsupportedModelError
+    from crossrank.families import family_for
 
-    kind = model_kind(read_config(init_dir / "config.json"))
-    if kind == "encoder":
+    name = family_for(read_config(init_dir / "config.json")).name
+    if name == "encoder":
         from crossrank.train.tasks.encoder import EncoderTask
 
         return EncoderTask(init_dir, load_dir, cfg, device)
     from crossrank.train.tasks.decoder import DecoderTask, LayerwiseTask
 
-    cls = LayerwiseTask if kind == "minicpm-layerwise" else DecoderTask
+    tasks: dict[str, type] = {"gemma": DecoderTask, "minicpm-layerwise": LayerwiseTask}
+    if name not in tasks:
+        raise UnsupportedModelError(f"training the {name} family is not supported yet")
+    cls = tasks[name]
     return cls(init_dir, load_dir, cfg, device)

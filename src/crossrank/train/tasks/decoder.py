@@ -59,7 +59,7 @@ class DecoderPairEncoder:
         return self._prompts[prompt]
 
     def encode(self, groups) -> list:
-        from crossrank.engine.llm_tokenize import EncodedLLMPair
+        from crossrank.engine.tokenize import EncodedPair
 
         tok, sep = self.pair.tokenizer, self.pair.sep_ids
         head = [self.pair.bos_id] if self.pair.add_bos else []
@@ -80,7 +80,7 @@ class DecoderPairEncoder:
             excess = len(first) + len(second) - (self.pair_budget - len(tail) - len(sep))
             if 0 < excess < len(second):
                 second = second[:-excess]
-            out.append(EncodedLLMPair(first + second + sep + tail, None, len(first)))  # type: ignore[operator]
+            out.append(EncodedPair(first + second + sep + tail, None, len(first)))
         return out
 
 
