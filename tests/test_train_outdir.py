@@ -85,3 +85,13 @@ def test_cli_refuses_model_dir_as_output_in_one_line(tmp_path, bert_dir):
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "initial model" in res.stderr
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def test_a_run_that_fails_before_training_leaves_no_output(tmp_path, bert_dir):
+    from crossrank.errors import InputError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"query": "q", "pos": [], "neg": ["n"]}) + "\n")
+    with pytest.raises(InputError):
+        train(cfg(tmp_path, bert_dir, str(bad), "out"))
+    assert not (tmp_path / "out").exists()  # so the next attempt is not refused as a run

@@ -66,11 +66,7 @@ class Trainer:
         self.output = output = Path(cfg.output)
         self.init_dir = init_dir = resolve_model_dir(cfg.model)
 
-        resume_dir = check_output(cfg, init_dir)
-        barrier(d)  # every process has checked before the main one changes anything
-        if d.main:
-            prepare_output(cfg, resume_dir is not None)
-        barrier(d)
+        resume_dir = check_output(cfg, init_dir)  # read-only pre-flight, before any work
         torch.manual_seed(cfg.seed)  # the fresh head of a bare encoder is reproducible
         self.task = task = make_task(init_dir, resume_dir or init_dir, cfg, device)
         self.amp_dtype = resolve_amp(cfg.dtype, device) if task.autocast else None
@@ -111,11 +107,15 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed + d.rank)
         self.evaluator = task.evaluator(cfg, device) if cfg.eval_dataset and d.main else None
+        # the output is changed only once everything above (data, model, state) is valid
+        barrier(d)  # every process has checked it before the main one changes anything
         self.log_path = output / "train_log.jsonl"
         if d.main:
             from crossrank.train.runlog import trim_log
 
+            prepare_output(cfg, resume_dir is not None)
             trim_log(self.log_path, self.start)
+        barrier(d)
         self.pairs_per_step = self.schedule.global_batch * cfg.group_size
 
     # -- one optimizer step ----------------------------------------------------------------
