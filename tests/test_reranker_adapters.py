@@ -84,3 +84,25 @@ def test_adapter_errors(tmp_path, peft_adapter, bert_dir, gemma_dir):
         Reranker(bert_dir, adapter=adapter, device="cpu")
     with pytest.raises(CrossrankError, match="not a PEFT adapter"):
         Reranker(gemma_dir, adapter=tmp_path, device="cpu")
+
+
+def test_cli_scores_with_an_adapter_directory_as_the_model(tmp_path, peft_adapter, gemma_dir):
+    import json
+    import subprocess
+    import sys
+
+    from crossrank import Reranker
+
+    adapter, _ = peft_adapter
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
+    out = tmp_path / "out.jsonl"
+    res = subprocess.run(
+        [sys.executable, "-m", "crossrank", "score", "-m", str(adapter), "--device", "cpu",
+         "--input", str(src), "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    want = Reranker(gemma_dir, adapter=adapter, device="cpu").compute_score(PAIRS)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5
