@@ -1,4 +1,6 @@
-"""The HTTP routes through an in-process client (starlette's TestClient runs the lifespan)."""
+"""The HTTP routes through an in-process client (starlette's TestClient runs the lifespan).
+
+The route tests run against an encoder (BERT) and an LLM family (Gemma)."""
 
 from __future__ import annotations
 
@@ -45,9 +47,22 @@ FILLER = [
 ]
 
 
+#: the model families the route tests run against
+FAMILIES = ["bert_dir", "gemma_dir"]
+
+
 @pytest.fixture(scope="module")
 def rr(bert_dir) -> Reranker:
     return Reranker(bert_dir, device="cpu", max_length=64)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request) -> tuple[Reranker, TestClient]:
+    """A reranker of each family and a client of its app."""
+    rr = Reranker(request.getfixturevalue(request.param), device="cpu", max_length=64)
+    with TestClient(create_app(rr, ServerSettings(max_wait_ms=1, chunk_overlap=8))) as c:
+        wait_ready(c)
+        yield rr, c
 
 
 def wait_ready(client: TestClient) -> None:
@@ -73,7 +88,7 @@ def expected(rr: Reranker, docs: list[str], query: str = QUERY) -> np.ndarray:
 # -- response shapes and scores ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["bert_dir", "xlmr_dir"])
+@pytest.mark.parametrize("model", ["bert_dir", "xlmr_dir", "gemma_dir"])
 def test_tei_scores_equal_compute_score(model, request):
     rr = Reranker(request.getfixturevalue(model), device="cpu")
     with TestClient(create_app(rr, ServerSettings(max_wait_ms=1))) as c:
@@ -91,7 +106,8 @@ def test_tei_scores_equal_compute_score(model, request):
     assert all(set(r) == {"index", "score"} for r in raw.json())
 
 
-def test_tei_return_text(client):
+def test_tei_return_text(family):
+    _, client = family
     body = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True}).json()
     assert all(r["text"] == DOCS[r["index"]] for r in body)
     scores = [r["score"] for r in body]
@@ -99,7 +115,8 @@ def test_tei_return_text(client):
     assert all(0 < s < 1 for s in scores)
 
 
-def test_v1_cohere_jina_shape(client, rr):
+def test_v1_cohere_jina_shape(family):
+    rr, client = family
     docs = [DOCS[0], {"text": DOCS[1], "id": "x"}, *DOCS[2:]]
     r = client.post("/v1/rerank", json={"model": "anything", "query": QUERY, "documents": docs})
     assert r.status_code == 200
@@ -110,7 +127,7 @@ def test_v1_cohere_jina_shape(client, rr):
     assert [x["index"] for x in body["results"]] == list(np.argsort(-want, kind="stable"))
     for x in body["results"]:
         assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
-        assert x["document"] == {"text": DOCS[x["index"]]}
+        assert x["document"] == ({"text": DOCS[1], "id": "x"} if x["index"] == 1 else {"text": DOCS[x["index"]]})
     pairs = rr.tokenizer.encode([(QUERY, d) for d in DOCS])
     assert body["usage"]["total_tokens"] == sum(len(p) for p in pairs)
 
@@ -125,7 +142,8 @@ def test_v1_cohere_jina_shape(client, rr):
     assert len(many["results"]) == len(DOCS)
 
 
-def test_v2_cohere_shape(client, rr):
+def test_v2_cohere_shape(family):
+    rr, client = family
     r = client.post(
         "/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 3}
     )
@@ -243,7 +261,6 @@ def test_chunking_scores_best_chunk(client, rr):
     "path,body",
     [
         ("/rerank", {"query": "", "texts": DOCS}),
-        ("/rerank", {"query": "  ", "texts": DOCS}),
         ("/rerank", {"query": QUERY, "texts": []}),
         ("/v1/rerank", {"query": "", "documents": DOCS}),
         ("/v1/rerank", {"query": QUERY, "documents": []}),
@@ -253,10 +270,20 @@ def test_chunking_scores_best_chunk(client, rr):
 def test_400_empty(client, path, body):
     r = client.post(path, json=body)
     assert r.status_code == 400
+    assert_error_shape(path, r.json())
     if path == "/rerank":
         assert r.json()["error_type"] == "Empty" and r.json()["error"]
-    else:
-        assert set(r.json()) == {"message"}
+
+
+def assert_error_shape(path: str, body: dict) -> None:
+    """TEI ``{error, error_type}``, Cohere v1 / Jina ``{message, detail}``, v2 ``{message}``."""
+    want = {
+        "/rerank": {"error", "error_type"},
+        "/v1/rerank": {"message", "detail"},
+        "/v2/rerank": {"message"},
+    }[path]
+    assert set(body) == want, body
+    assert all(isinstance(v, str) and v for v in body.values())
 
 
 BAD_BODIES = [
@@ -287,10 +314,29 @@ def test_bad_bodies_are_4xx(client, path, body):
     r = client.post(path, content=body, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500 or r.status_code == 200, (r.status_code, r.text)
     if r.status_code != 200:
-        if path == "/rerank":
-            assert set(r.json()) == {"error", "error_type"}
-        else:
-            assert set(r.json()) == {"message"}
+        assert_error_shape(path, r.json())
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/rerank", {"query": QUERY, "documents": ["a"], "top_n": True}),
+        ("/v2/rerank", {"query": QUERY, "documents": ["a"], "top_n": "1"}),
+        ("/v1/rerank", {"query": QUERY, "documents": ["a"], "max_chunks_per_doc": 1.5}),
+        ("/rerank", {"query": QUERY, "texts": ["a"], "raw_scores": "yes"}),
+        ("/rerank", {"query": QUERY, "texts": ["a"], "truncate": 0}),
+        ("/rerank", {"query": "\ud800", "texts": ["a"]}),
+        ("/v1/rerank", {"query": QUERY, "documents": [{"text": "a", "x": "\udfff"}]}),
+    ],
+)
+def test_strict_types_422(client, path, body):
+    """What the OpenAPI schema refuses, the server refuses: no coercion of bools or strings."""
+    import json
+
+    raw = json.dumps(body)  # lone surrogates become \\u escapes
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert_error_shape(path, r.json())
 
 
 def test_422_over_limits_and_413(rr):
@@ -309,7 +355,7 @@ def test_422_over_limits_and_413(rr):
         r = c.post("/rerank", json=big)
         assert r.status_code == 413 and r.json()["error_type"] == "PayloadTooLarge"
         r = c.post("/v1/rerank", json={"query": QUERY, "documents": ["y" * 700]})
-        assert r.status_code == 413 and set(r.json()) == {"message"}
+        assert r.status_code == 413 and set(r.json()) == {"message", "detail"}
 
         def chunked():  # no Content-Length: the limit is enforced while reading
             for _ in range(10):
@@ -339,7 +385,7 @@ def test_401_api_key(rr):
         r = c.post("/rerank", json=body, headers={"Authorization": "Basic s3cret"})
         assert r.status_code == 401
         r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
-        assert r.status_code == 401 and set(r.json()) == {"message"}
+        assert r.status_code == 401 and set(r.json()) == {"message", "detail"}
         assert c.get("/metrics").status_code == 401
         assert c.get("/info").status_code == 401
         ok = {"Authorization": "Bearer s3cret"}
@@ -364,7 +410,7 @@ def test_503_before_startup(rr):
     health, tei, v1 = asyncio.run(go())
     assert health.status_code == 503 and health.json() == {"status": "loading"}
     assert tei.status_code == 503 and tei.json()["error_type"] == "Unhealthy"
-    assert v1.status_code == 503 and set(v1.json()) == {"message"}
+    assert v1.status_code == 503 and set(v1.json()) == {"message", "detail"}
 
 
 def test_load_failure_reports_503(tmp_path):
@@ -381,7 +427,7 @@ def test_load_failure_reports_503(tmp_path):
 def test_404_405_shapes(client):
     assert client.get("/nope").status_code == 404
     r = client.get("/v1/rerank")
-    assert r.status_code == 405 and set(r.json()) == {"message"}
+    assert r.status_code == 405 and set(r.json()) == {"message", "detail"}
     r = client.get("/rerank")
     assert r.status_code == 405 and r.json()["error_type"] == "MethodNotAllowed"
 
@@ -408,7 +454,10 @@ def test_metrics_and_access_log(client, caplog):
         client.post("/rerank", json={"query": QUERY, "texts": DOCS})
         client.post("/rerank", json={"query": "", "texts": DOCS})
     lines = [r.getMessage() for r in caplog.records if r.name == "crossrank.server.access"]
-    assert any('"POST /rerank HTTP/1.1" 200' in line and line.endswith("ms") for line in lines)
+    import re
+
+    ok = re.compile(r'"POST /rerank HTTP/1.1" 200 [0-9.]+ms \[[0-9a-f]{16}\]$')
+    assert any(ok.search(line) for line in lines), lines
     assert any('"POST /rerank HTTP/1.1" 400' in line for line in lines)
     text = client.get("/metrics").text
     assert 'crossrank_requests_total{route="/rerank",status="200"}' in text
@@ -422,3 +471,86 @@ def test_metrics_and_access_log(client, caplog):
         "crossrank_queue_pairs 0.0",
     ):
         assert name in text, name
+
+
+# -- Cohere v1 rank_fields and object documents ------------------------------------------
+
+
+def test_v1_rank_fields_join_and_echo(family):
+    """Objects are ranked by their rank_fields as "field: value" lines and echoed whole."""
+    rr, client = family
+    docs = [
+        {"title": "giant panda", "body": DOCS[0], "id": 7},
+        {"title": "debian", "body": DOCS[1], "text": "ignored with rank_fields", "year": 1993},
+        {"body": DOCS[2]},  # no title: that field is skipped
+        "a plain string",  # strings are ranked as they are
+    ]
+    r = client.post(
+        "/v1/rerank",
+        json={"query": QUERY, "documents": docs, "rank_fields": ["title", "body"]},
+    )
+    assert r.status_code == 200, r.text
+    ranked = [
+        f"title: giant panda\nbody: {DOCS[0]}",
+        f"title: debian\nbody: {DOCS[1]}",
+        f"body: {DOCS[2]}",
+        "a plain string",
+    ]
+    want = sigmoid(expected(rr, ranked))
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == list(np.argsort(-want, kind="stable"))
+    for x in results:
+        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
+        doc = docs[x["index"]]
+        assert x["document"] == ({"text": doc} if isinstance(doc, str) else doc)
+    # without rank_fields: an object's text, or all its fields when it has none
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": [docs[1], {"a": 1}]})
+    want = sigmoid(expected(rr, ["ignored with rank_fields", "a: 1"]))
+    got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+    np.testing.assert_allclose([got[0], got[1]], want, atol=TOL)
+    # a text that is not a string is refused, in the Cohere / Jina error shape
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": [{"text": 3}]})
+    assert r.status_code == 422 and set(r.json()) == {"message", "detail"}
+
+
+# -- internal faults are 500s with a request id, never the client's fault ----------------
+
+
+class BrokenTokenizer:
+    """A pair tokenizer with a bug (as the LLM tokenizer once lacked ``limits``)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def __getattr__(self, name):
+        raise AttributeError(f"'BrokenTokenizer' object has no attribute {name!r}")
+
+
+def test_internal_error_is_500_with_request_id(bert_dir, caplog):
+    broken = Reranker(bert_dir, device="cpu", max_length=64)
+    broken.tokenizer = BrokenTokenizer(broken.tokenizer)
+    app = create_app(broken, ServerSettings(max_wait_ms=1, warmup=False))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        wait_ready(c)
+        with caplog.at_level(logging.ERROR, logger="crossrank.server"):
+            tei = c.post("/rerank", json={"query": QUERY, "texts": DOCS})
+            v1 = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        assert c.get("/metrics").status_code == 200  # the service lives on
+    assert tei.status_code == 500 and tei.json()["error_type"] == "Internal"
+    rid = tei.headers["x-request-id"]
+    assert rid in tei.json()["error"] and "AttributeError" not in tei.json()["error"]
+    assert v1.status_code == 500 and set(v1.json()) == {"message", "detail"}
+    assert v1.headers["x-request-id"] in v1.json()["message"]
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and rid in r.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the traceback, under the request id
+    assert "AttributeError" in caplog.text
+
+
+def test_info_reports_the_settings(client):
+    from crossrank.server.settings import info_settings
+
+    info = client.get("/info").json()
+    settings = client.app.state.crossrank.settings
+    for name, value in info_settings(settings).items():
+        assert info[name] == value, name
+    assert "api_key" not in info
