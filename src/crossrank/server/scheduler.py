@@ -11,7 +11,7 @@ A request's future resolves when its last pair is scored.
 Admission is per request and by expected wait: the scheduler measures its own drain rate (a
 moving average of the pairs per second of recent batches) and refuses (:class:`Overloaded`,
 HTTP 429, ``Retry-After`` from that rate) a request whose pairs would wait longer than
-``max_queue_wait`` seconds behind those already queued, or that arrives when the queue holds
+``max_queue_wait`` seconds for the pairs already queued, or that arrives when the queue holds
 ``max_queued_pairs`` pairs (a second bound). An admitted request is never refused halfway.
 A request whose client goes away (its ``score`` call is cancelled) has its queued pairs dropped
 at once. On shutdown, :meth:`Scheduler.drain` fails (:class:`Stopped`) the queued requests that
@@ -170,19 +170,19 @@ class Scheduler:
         """Measured pairs per second (moving average of recent batches; 0 before any)."""
         return self._rate
 
-    def expected_wait(self, pairs: int) -> float:
-        """Seconds until ``pairs`` more pairs would be scored behind the queue (0: unknown)."""
+    def expected_wait(self) -> float:
+        """Seconds a new request would wait for the pairs queued before it (0: unknown rate)."""
         if self._rate <= 0:
             return 0.0
-        return (self._queued + pairs) / self._rate
+        return self._queued / self._rate
 
-    def _refusal(self, pairs: int) -> Overloaded | None:
-        """Why a request of ``pairs`` pairs cannot be admitted now (None: it can)."""
+    def _refusal(self) -> Overloaded | None:
+        """Why a new request cannot be admitted now (None: it can)."""
         if self._queued >= self.max_queued_pairs:
             wait = self._queued / self._rate if self._rate > 0 else 1.0
             reason = f"{self._queued} pairs queued (at most {self.max_queued_pairs})"
         else:
-            wait = self.expected_wait(pairs)
+            wait = self.expected_wait()
             if wait <= self.max_queue_wait:
                 return None
             reason = (
@@ -207,7 +207,7 @@ class Scheduler:
         with self._cond:
             if self._stop or self._draining:
                 raise Stopped("the server is shutting down")
-            refusal = self._refusal(len(texts))
+            refusal = self._refusal()
             if refusal is not None:
                 self.metrics.rejected.inc()
                 raise refusal
