@@ -127,7 +127,9 @@ def test_v1_cohere_jina_shape(family):
     assert [x["index"] for x in body["results"]] == list(np.argsort(-want, kind="stable"))
     for x in body["results"]:
         assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
-        assert x["document"] == ({"text": DOCS[1], "id": "x"} if x["index"] == 1 else {"text": DOCS[x["index"]]})
+        assert x["document"] == (
+            {"text": DOCS[1], "id": "x"} if x["index"] == 1 else {"text": DOCS[x["index"]]}
+        )
     pairs = rr.tokenizer.encode([(QUERY, d) for d in DOCS])
     assert body["usage"]["total_tokens"] == sum(len(p) for p in pairs)
 

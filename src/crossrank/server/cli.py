@@ -18,7 +18,6 @@ import sys
 from crossrank.cli import UsageError, add_model_args, load_reranker
 from crossrank.errors import missing_extra
 from crossrank.server import settings as settings_mod
-from crossrank.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 

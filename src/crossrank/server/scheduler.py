@@ -290,7 +290,6 @@ class Scheduler:
     def _live_jobs(self) -> set[_Job]:
         return {job for job, _ in self._pending if not job.dead}
 
-
     # -- inference thread ----------------------------------------------------------------
 
     def _run(self) -> None:

@@ -96,9 +96,7 @@ class ServerSettings:
     max_client_batch_size: int = setting(
         1000, "most documents per request (the server batches them itself)", minimum=1
     )
-    max_input_chars: int = setting(
-        100_000, "longest query or document, in characters", minimum=1
-    )
+    max_input_chars: int = setting(100_000, "longest query or document, in characters", minimum=1)
     payload_limit: int = setting(2_000_000, "largest request body, in bytes", minimum=1)
     api_key: str | None = setting(
         None,
@@ -116,9 +114,7 @@ class ServerSettings:
         32, "tokens shared by consecutive chunks (at most half a chunk)", minimum=0
     )
     # -- process -------------------------------------------------------------------------
-    tokenizer_workers: int = setting(
-        2, "threads tokenizing requests off the event loop", minimum=1
-    )
+    tokenizer_workers: int = setting(2, "threads tokenizing requests off the event loop", minimum=1)
     max_concurrent_requests: int = setting(
         512, "open connections/requests beyond which uvicorn answers 503", minimum=1
     )

@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crossrank.reranker import sigmoid
-from crossrank.server.apis.common import Fields, Meta, Request, error_responses, meta, ranking
+from crossrank.server.apis.common import (
+    Fields,
+    Meta,
+    Request,
+    error_responses,
+    integer,
+    meta,
+    ranking,
+)
 from crossrank.server.errors import RERANK_STATUSES
 from crossrank.server.service import Service
 
@@ -55,9 +63,9 @@ def router(service: Service) -> APIRouter:
         query: f.query  # type: ignore[valid-type]
         documents: f.listed(f.text | DocumentText, "the documents")  # type: ignore[valid-type]
         top_n: f.top_n = None  # type: ignore[valid-type]
-        max_tokens_per_doc: int | None = Field(
-            None, ge=1, description="read at most this many tokens of a document, in chunks"
-        )
+        max_tokens_per_doc: integer(  # type: ignore[valid-type]
+            "read at most this many tokens of a document, in chunks"
+        ) = None
 
     api = APIRouter(tags=["Cohere v2"])
 

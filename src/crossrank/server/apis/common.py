@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from crossrank.server.settings import ServerSettings
 
@@ -15,6 +15,23 @@ def valid_unicode(text: str) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(f"not valid Unicode ({exc.reason} at {exc.start})") from None
     return text
+
+
+def json_integer(value: Any) -> Any:
+    """JSON Schema's integer: ``3`` or ``3.0``; never ``true`` or ``"3"``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    return value
+
+
+def integer(description: str) -> Any:
+    """An optional integer >= 1, as JSON Schema reads integers (strict: no bools or strings)."""
+    positive = Annotated[int, Field(ge=1), BeforeValidator(json_integer)]
+    return Annotated[positive | None, Field(description=description)]
 
 
 class Request(BaseModel):
@@ -35,7 +52,7 @@ class Fields:
             AfterValidator(valid_unicode),
         ]
         self.text = Annotated[str, Field(max_length=chars), AfterValidator(valid_unicode)]
-        self.top_n = Annotated[int | None, Field(ge=1, description="return only the best top_n")]
+        self.top_n = integer("return only the best top_n")
 
     def listed(self, item: Any, description: str) -> Any:
         """A list of 1 to ``max_client_batch_size`` items."""

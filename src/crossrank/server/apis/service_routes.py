@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, create_model
 
 from crossrank._version import __version__
-from crossrank.server.settings import info_settings, info_types
 from crossrank.server.service import Service
+from crossrank.server.settings import info_settings, info_types
 
 
 class HealthResponse(BaseModel):

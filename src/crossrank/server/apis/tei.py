@@ -43,7 +43,8 @@ def router(service: Service) -> APIRouter:
         query: f.query  # type: ignore[valid-type]
         texts: f.listed(f.text, "the candidate texts")  # type: ignore[valid-type]
         truncate: bool | None = Field(
-            None, description="cut over-long pairs on the passage side (default); false refuses them"
+            None,
+            description="cut over-long pairs on the passage side (default); false refuses them",
         )
         truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
             "right", description="which end of the text to cut: right keeps the start"

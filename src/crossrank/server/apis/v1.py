@@ -27,6 +27,7 @@ from crossrank.server.apis.common import (
     Meta,
     Request,
     error_responses,
+    integer,
     meta,
     ranking,
     valid_unicode,
@@ -109,9 +110,9 @@ def router(service: Service) -> APIRouter:
         return_documents: bool = Field(
             True, description="echo each document (Jina's default; Cohere clients ignore it)"
         )
-        max_chunks_per_doc: int | None = Field(
-            None, ge=1, description="split long documents into at most this many chunks"
-        )
+        max_chunks_per_doc: integer(  # type: ignore[valid-type]
+            "split long documents into at most this many chunks"
+        ) = None
         rank_fields: list[str] | None = Field(
             None, description="rank object documents by these fields, as 'field: value' lines"
         )
@@ -125,7 +126,9 @@ def router(service: Service) -> APIRouter:
         summary="Rerank documents (Cohere v1 and Jina API)",
     )
     async def v1_rerank(req: V1RerankRequest, request: HTTPRequest) -> Any:
-        docs = [d if isinstance(d, str) else d.model_dump(exclude_unset=True) for d in req.documents]
+        docs = [
+            d if isinstance(d, str) else d.model_dump(exclude_unset=True) for d in req.documents
+        ]
         texts = [document_text(d, req.rank_fields) for d in docs]
         spec = service.spec(max_chunks=req.max_chunks_per_doc)
         logits, tokens = await service.rerank(request.receive, req.query, texts, spec)
