@@ -347,6 +347,8 @@ class Scheduler:
             lengths, max_tokens=self.max_batch_tokens, max_pairs=self.max_batch_pairs
         ):
             items = [window[k] for k in idx if not window[k][0].dead]
+            if len(items) < len(idx):  # taken from the queue, then their request was dropped
+                m.dropped.inc(len(idx) - len(items))
             settled: list[tuple[_Job, object, BaseException | None]] = []
             try:
                 if items:
