@@ -124,7 +124,7 @@ class ServerSettings:
         minimum=0,
     )
     warmup: bool = setting(
-        True, "skip the start-up warm-up", flag="--no-warmup", shown="warm up", info=False
+        True, "skip the start-up warm-up", flag="--no-warmup", shown="off", info=False
     )
     log_level: str = setting(
         "info",
