@@ -40,7 +40,7 @@ import numpy as np
 def requests_from(data: Path | None, docs: int, n: int = 64) -> list[tuple[str, list[str]]]:
     if data is None:
         rng = random.Random(0)
-        words = "debian package free software kernel install system network file user".split()
+        words = ["debian", "package", "free", "software", "kernel", "install", "system", "network", "file", "user"]
         return [
             (f"query {i}", [" ".join(rng.choices(words, k=80)) for _ in range(docs)])
             for i in range(n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -529,11 +530,13 @@ class BrokenTokenizer:
 
 
 def test_internal_error_is_500_with_request_id(bert_dir, caplog):
-    broken = Reranker(bert_dir, device="cpu", max_length=64)
-    broken.tokenizer = BrokenTokenizer(broken.tokenizer)
-    app = create_app(broken, ServerSettings(max_wait_ms=1, warmup=False))
+    rr = Reranker(bert_dir, device="cpu", max_length=64)
+    app = create_app(rr, ServerSettings(max_wait_ms=1, warmup=False))
     with TestClient(app, raise_server_exceptions=False) as c:
         wait_ready(c)
+        # the scheduler tokenizes with its reranker's tokenizer: give it a broken one
+        sched = app.state.crossrank.scheduler
+        sched.reranker = SimpleNamespace(tokenizer=BrokenTokenizer(rr.tokenizer))
         with caplog.at_level(logging.ERROR, logger="crossrank.server"):
             tei = c.post("/rerank", json={"query": QUERY, "texts": DOCS})
             v1 = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})

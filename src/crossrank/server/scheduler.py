@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crossrank.engine.batching import plan_batches
-from crossrank.server.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
+from crossrank.engine.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
 from crossrank.server.errors import BackendError, Overloaded, Unavailable
 from crossrank.server.metrics import Metrics
 

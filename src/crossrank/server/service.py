@@ -7,8 +7,8 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from crossrank.engine.chunking import ChunkSpec
 from crossrank.errors import CrossrankError, InputError
-from crossrank.server.chunking import ChunkSpec
 from crossrank.server.errors import ClientGone, EmptyInput, Unavailable
 from crossrank.server.metrics import Metrics
 from crossrank.server.scheduler import Scheduler
