@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -376,3 +377,35 @@ def test_drain_fails_what_cannot_finish(rr):
     for (logits, _), i in zip(results[:2], range(2)):
         want = rr.compute_score([[QUERY, d] for d in docs_for(10 + i, per)])
         np.testing.assert_allclose(logits, want, atol=TOL, rtol=0)
+
+
+def test_drain_lets_admitted_requests_in_while_there_is_time(rr):
+    """Requests admitted before the shutdown but still being tokenized are scored when the
+    time left allows them, and refused (Stopped) when it does not."""
+    sched = Scheduler(rr, Metrics(), max_wait_ms=1, tokenizer_workers=1)
+    sched.start()
+    gate = threading.Event()
+
+    async def main():
+        await sched.score(QUERY, docs_for(1, 20), ChunkSpec())  # measures the rate
+        sched._pool.submit(gate.wait)  # the one tokenizer thread is busy
+        first = asyncio.create_task(sched.score(QUERY, docs_for(2, 8), ChunkSpec()))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(sched.score(QUERY, docs_for(3, 8), ChunkSpec()))
+        while sched.queued < 16:  # both admitted, waiting for the tokenizer
+            await asyncio.sleep(0.001)
+        sched.drain(10 / sched.rate / DRAIN_MARGIN * 1.05)  # time for 10 pairs
+        with pytest.raises(Stopped):  # nothing new is admitted
+            await sched.score(QUERY, ["a"], ChunkSpec())
+        gate.set()
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        gate.set()
+        sched.close()
+    want = rr.compute_score([[QUERY, d] for d in docs_for(2, 8)])
+    np.testing.assert_allclose(first[0], want, atol=TOL, rtol=0)
+    assert isinstance(second, Stopped)  # 8 more pairs do not fit in the 2 left
+    assert sched.queued == 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -34,15 +33,14 @@ import numpy as np
 
 from crossrank.engine.batching import plan_batches
 from crossrank.engine.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
-from crossrank.server.errors import BackendError, Overloaded, Unavailable
+from crossrank.server.admission import Admission
+from crossrank.server.errors import BackendError, Unavailable
 from crossrank.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 #: the inference thread takes at most this many batches' worth of tokens from the queue at once
 WINDOW_BATCHES = 4
-#: time constant (seconds of scoring) of the moving average of the drain rate
-RATE_TAU = 5.0
 #: on shutdown, a request is kept only if it should finish within this share of the time left
 DRAIN_MARGIN = 0.8
 
@@ -129,16 +127,16 @@ class Scheduler:
         self.max_batch_tokens = max_batch_tokens or self.engine.max_tokens
         self.max_batch_pairs = self.engine.batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self.max_queued_pairs = max_queued_pairs
-        self.max_queue_wait = max_queue_wait
         self._pool = ThreadPoolExecutor(tokenizer_workers, thread_name_prefix="crossrank-tokenize")
         self._cond = threading.Condition()
         self._pending: deque[tuple[_Job, int]] = deque()
         self._pending_tokens = 0
         self._queued = 0  # pairs admitted (reserved or queued) and not yet scored
-        self._rate = 0.0  # pairs per second, moving average
+        self.admission = Admission(max_queue_wait, max_queued_pairs)
         self._stop = False
         self._draining = False
+        self._reserved = 0  # pairs admitted and still being tokenized (part of _queued)
+        self._drain_room = 0.0  # on shutdown: pairs that can still be scored in time
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -168,31 +166,7 @@ class Scheduler:
     @property
     def rate(self) -> float:
         """Measured pairs per second (moving average of recent batches; 0 before any)."""
-        return self._rate
-
-    def expected_wait(self) -> float:
-        """Seconds a new request would wait for the pairs queued before it (0: unknown rate)."""
-        if self._rate <= 0:
-            return 0.0
-        return self._queued / self._rate
-
-    def _refusal(self) -> Overloaded | None:
-        """Why a new request cannot be admitted now (None: it can)."""
-        if self._queued >= self.max_queued_pairs:
-            wait = self._queued / self._rate if self._rate > 0 else 1.0
-            reason = f"{self._queued} pairs queued (at most {self.max_queued_pairs})"
-        else:
-            wait = self.expected_wait()
-            if wait <= self.max_queue_wait:
-                return None
-            reason = (
-                f"{self._queued} pairs queued at {self._rate:.0f} pairs/s: this request would "
-                f"wait {wait:.0f} s (at most {self.max_queue_wait:g})"
-            )
-            # until enough of the queue has drained for this request to fit
-            wait -= self.max_queue_wait
-        retry = int(min(600, max(1, math.ceil(wait))))
-        return Overloaded(f"server overloaded: {reason}; retry in {retry} s", retry)
+        return self.admission.rate
 
     async def score(
         self, query: str, texts: Sequence[str], spec: ChunkSpec
@@ -207,11 +181,12 @@ class Scheduler:
         with self._cond:
             if self._stop or self._draining:
                 raise Stopped("the server is shutting down")
-            refusal = self._refusal()
+            refusal = self.admission.refusal(self._queued)
             if refusal is not None:
                 self.metrics.rejected.inc()
                 raise refusal
             self._queued += reserve
+            self._reserved += reserve
         self.metrics.queue_pairs.set(self._queued)
         loop = asyncio.get_running_loop()
         job: _Job | None = None
@@ -225,9 +200,14 @@ class Scheduler:
                 return np.zeros(0, dtype=np.float32), 0
             job = _Job(encoded, loop.create_future(), loop, time.monotonic())
             with self._cond:
-                if self._stop or self._draining:
-                    raise Stopped("the server is shutting down")
+                if self._stop or (self._draining and len(encoded.pairs) > self._drain_room):
+                    raise Stopped(
+                        "the server is shutting down and this request could not finish in time"
+                    )
+                if self._draining:  # admitted before the shutdown, and there is time for it
+                    self._drain_room -= len(encoded.pairs)
                 self._queued += len(encoded.pairs) - reserve
+                self._reserved -= reserve
                 reserve = 0  # the inference thread now releases these pairs as it scores them
                 for i, pair in enumerate(encoded.pairs):
                     self._pending.append((job, i))
@@ -244,6 +224,7 @@ class Scheduler:
             if reserve:
                 with self._cond:
                     self._queued -= reserve
+                    self._reserved -= reserve
             self.metrics.queue_pairs.set(self._queued)
         return best_per_document(scores, encoded.doc_of, encoded.n_docs), encoded.n_tokens
 
@@ -263,22 +244,29 @@ class Scheduler:
         job.in_queue = job.queue_tokens = 0
 
     def drain(self, seconds: float) -> int:
-        """Shutting down with ``seconds`` left: refuse new requests and fail (:class:`Stopped`)
-        the queued ones that would not finish in time at the measured rate; returns how many."""
+        """Shutting down with ``seconds`` left: refuse new requests, fail (:class:`Stopped`) the
+        queued ones that would not finish in time at the measured rate, and let those still
+        being tokenized in while there is time for them; returns how many failed now."""
         failed = []
         with self._cond:
             self._draining = True
             seen: set[_Job] = set()
-            budget = seconds * DRAIN_MARGIN * self._rate if self._rate > 0 else float("inf")
-            ahead = self._queued - sum(job.in_queue for job in self._live_jobs())
+            rate = self.admission.rate
+            budget = seconds * DRAIN_MARGIN * rate if rate > 0 else float("inf")
+            # pairs already taken by the inference thread come first
+            live = sum(job.in_queue for job in self._live_jobs())
+            ahead = self._queued - self._reserved - live
             for job, _ in self._pending:  # FIFO: a request finishes after those before it
                 if job.dead or job in seen:
                     continue
                 seen.add(job)
-                ahead += job.in_queue
-                if ahead > budget:
+                n = job.in_queue
+                ahead += n
+                if ahead > budget:  # it would not finish: its pairs leave the line
                     self._drop_locked(job)
                     failed.append(job)
+                    ahead -= n
+            self._drain_room = budget - ahead
         error = Stopped("the server is shutting down and this request could not finish in time")
         for job in failed:
             _resolve(job, error=error)
@@ -389,7 +377,8 @@ class Scheduler:
         m.batch_tokens.observe(len(pairs) * max(len(p) for p in pairs))
         m.batch_requests.observe(len(jobs))
         m.pairs.inc(len(pairs))
-        self._measure(len(pairs), elapsed)
+        self.admission.measure(len(pairs), elapsed)
+        m.drain_rate.set(self.admission.rate)
         done = []
         for (job, i), score in zip(items, out):
             job.scores[i] = score
@@ -397,13 +386,3 @@ class Scheduler:
             if job.remaining == 0:
                 done.append((job, job.scores, None))
         return done
-
-    def _measure(self, pairs: int, elapsed: float) -> None:
-        """Fold one batch into the drain rate: a moving average over ~RATE_TAU s of scoring."""
-        rate = pairs / elapsed
-        if self._rate == 0:
-            self._rate = rate
-        else:
-            weight = 1.0 - math.exp(-elapsed / RATE_TAU)
-            self._rate += weight * (rate - self._rate)
-        self.metrics.drain_rate.set(self._rate)
