@@ -194,7 +194,7 @@ def test_disconnected_client_pairs_are_dropped(bert_dir, tmp_path):
     rising well before the request's pairs are all scored, and the rest are counted dropped."""
     import json
 
-    from server_proc import metric, serving
+    from server_helpers import metric, serving
 
     n = 1000
     args = ["--max-length", "64", "--max-batch-tokens", "128", "--max-wait-ms", "0"]
@@ -232,7 +232,7 @@ def test_disconnected_client_pairs_are_dropped(bert_dir, tmp_path):
 def test_sigterm_under_load_answers_503_quietly(bert_dir, tmp_path):
     """SIGTERM with more queued work than the graceful timeout allows: every request gets
     200 or a JSON 503, none a 500, and the log has no traceback."""
-    from server_proc import serving
+    from server_helpers import serving
 
     args = ["--max-length", "64", "--max-batch-tokens", "256", "--graceful-timeout", "2"]
     with serving(bert_dir, tmp_path / "serve.log", *args) as srv:

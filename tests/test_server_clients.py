@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("uvicorn")
 
 from crossrank.reranker import Reranker, sigmoid  # noqa: E402
-from server_proc import serving  # noqa: E402
+from server_helpers import serving  # noqa: E402
 
 KEY = "client-key"
 QUERY = "what is panda"

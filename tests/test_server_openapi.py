@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("schemathesis")
 
-from server_proc import serving  # noqa: E402
+from server_helpers import serving  # noqa: E402
 
 KEY = "schema-key"
 

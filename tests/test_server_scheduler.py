@@ -14,9 +14,9 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
+from crossrank.engine.chunking import ChunkSpec  # noqa: E402
 from crossrank.reranker import Reranker, sigmoid  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
-from crossrank.engine.chunking import ChunkSpec  # noqa: E402
 from crossrank.server.errors import Overloaded  # noqa: E402
 from crossrank.server.metrics import Metrics  # noqa: E402
 from crossrank.server.scheduler import DRAIN_MARGIN, Scheduler, Stopped  # noqa: E402

@@ -1,4 +1,5 @@
-"""A real ``crossrank serve`` subprocess on a free loopback port, for the server tests."""
+"""Helpers of the server tests: request data, readiness, error shapes, a real ``crossrank serve``
+subprocess on a free loopback port."""
 
 from __future__ import annotations
 
@@ -75,3 +76,33 @@ def metric(base: str, name: str, headers: dict[str, str] | None = None) -> float
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise KeyError(name)
+
+
+QUERY = "what is panda"
+DOCS = [
+    "the giant panda is a bear",
+    "debian is a free operating system for your computer",
+    "pandas eat bamboo and live in the mountains",
+    "hello",
+    "search engines rank documents",
+]
+
+
+def wait_ready(client) -> None:
+    """Wait until an in-process client's app reports ready."""
+    for _ in range(500):
+        if client.get("/health").status_code == 200:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never ready: {client.get('/health').json()}")
+
+
+def assert_error_shape(path: str, body: dict) -> None:
+    """TEI ``{error, error_type}``, Cohere v1 / Jina ``{message, detail}``, v2 ``{message}``."""
+    want = {
+        "/rerank": {"error", "error_type"},
+        "/v1/rerank": {"message", "detail"},
+        "/v2/rerank": {"message"},
+    }[path]
+    assert set(body) == want, body
+    assert all(isinstance(v, str) and v for v in body.values())
