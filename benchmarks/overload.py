@@ -5,7 +5,7 @@ Three phases against one real ``crossrank serve`` subprocess (127.0.0.1 only):
 1. ``--clients`` clients, each sending ``--docs``-document requests back to back for
    ``--seconds`` s (a client waits ``Retry-After``, at most 5 s, after a 429);
 2. the same number of clients that each send one request and disconnect mid-request;
-3. SIGTERM under the load of phase 1 (the server has ``--graceful-timeout`` s).
+3. SIGTERM after ``--ramp`` s of the load of phase 1 (the server has ``--graceful-timeout`` s).
 
 Every client has a ``--timeout`` s timeout (60 s, a common default). Reported: the status codes
 of each phase, requests that got no answer before their timeout, 5xx other than 503, the
@@ -40,7 +40,18 @@ import numpy as np
 def requests_from(data: Path | None, docs: int, n: int = 64) -> list[tuple[str, list[str]]]:
     if data is None:
         rng = random.Random(0)
-        words = ["debian", "package", "free", "software", "kernel", "install", "system", "network", "file", "user"]
+        words = [
+            "debian",
+            "package",
+            "free",
+            "software",
+            "kernel",
+            "install",
+            "system",
+            "network",
+            "file",
+            "user",
+        ]
         return [
             (f"query {i}", [" ".join(rng.choices(words, k=80)) for _ in range(docs)])
             for i in range(n)
@@ -130,16 +141,18 @@ def summary(name, results, pairs, seconds):
 async def main_async(args, base, proc, reqs):
     rows = []
     # 1. sustained overload
-    p0, t0 = metric(base, "crossrank_pairs_total"), time.monotonic()
-    out: list = []
+    p0 = await asyncio.to_thread(metric, base, "crossrank_pairs_total")
+    t0, out = time.monotonic(), []
     until = time.monotonic() + args.seconds
     await asyncio.gather(
         *(client_loop(base, reqs, until, args.timeout, out) for _ in range(args.clients))
     )
     dt = time.monotonic() - t0
-    rows.append(summary("overload", out, metric(base, "crossrank_pairs_total") - p0, dt))
+    pairs = await asyncio.to_thread(metric, base, "crossrank_pairs_total") - p0
+    rows.append(summary("overload", out, pairs, dt))
     # 2. clients that disconnect mid-request, then one normal request
-    p0, d0 = metric(base, "crossrank_pairs_total"), metric(base, "crossrank_dropped_pairs_total")
+    p0 = await asyncio.to_thread(metric, base, "crossrank_pairs_total")
+    d0 = await asyncio.to_thread(metric, base, "crossrank_dropped_pairs_total")
     await asyncio.gather(
         *(abandon(base, reqs[i % len(reqs)], 0.5 + i * 0.01) for i in range(args.clients))
     )
@@ -150,8 +163,8 @@ async def main_async(args, base, proc, reqs):
         q, docs = reqs[0]
         r = await c.post("/rerank", json={"query": q, "texts": docs})
         after.append((r.status_code, time.monotonic() - t0))
-    dropped = metric(base, "crossrank_dropped_pairs_total") - d0
-    scored = metric(base, "crossrank_pairs_total") - p0
+    dropped = await asyncio.to_thread(metric, base, "crossrank_dropped_pairs_total") - d0
+    scored = await asyncio.to_thread(metric, base, "crossrank_pairs_total") - p0
     row = summary("after-disconnects", after, scored, 1.0)
     row.update(abandoned=args.clients, pairs_dropped=dropped, pairs_scored=scored)
     print(json.dumps({"abandoned": args.clients, "dropped": dropped, "scored": scored}))
@@ -162,8 +175,8 @@ async def main_async(args, base, proc, reqs):
     load = asyncio.gather(
         *(client_loop(base, reqs, until, args.timeout, out) for _ in range(args.clients))
     )
-    await asyncio.sleep(5.0)
-    p0, t0 = metric(base, "crossrank_pairs_total"), time.monotonic()
+    await asyncio.sleep(args.ramp)
+    t0 = time.monotonic()
     rss = peak_rss_mib(proc.pid)
     proc.send_signal(signal.SIGTERM)
     await load
@@ -184,6 +197,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=60, help="each client's timeout")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--graceful-timeout", type=float, default=30)
+    ap.add_argument("--ramp", type=float, default=10, help="seconds of load before SIGTERM")
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server")
     ap.add_argument("--log", type=Path, default=Path("overload-serve.log"))
     args = ap.parse_args()

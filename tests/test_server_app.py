@@ -330,3 +330,15 @@ def test_info_reports_the_settings(client):
             assert info[name] == value, name
     assert info["max_batch_tokens"] == client.app.state.crossrank.scheduler.max_batch_tokens
     assert "api_key" not in info
+
+
+def test_info_shows_the_auto_backend_choice(bert_dir, client):
+    assert client.get("/info").json()["backend_choice"] is None  # an explicit backend
+    rr = Reranker(bert_dir, device="cpu", max_length=64, backend="auto")
+    with TestClient(create_app(rr, ServerSettings(warmup=False))) as c:
+        wait_ready(c)
+        info = c.get("/info").json()
+    assert info["backend_choice"] == {
+        "backend": rr.backend_choice.describe(),
+        "reason": rr.backend_choice.reason,
+    }

@@ -20,6 +20,7 @@ RUNTIME_INFO: dict[str, Any] = {
     "model_id": str,
     "model_dir": str | None,
     "backend": str | None,
+    "backend_choice": dict[str, str] | None,
     "device": str | None,
     "dtype": str | None,
     "max_length": int | None,
@@ -42,6 +43,7 @@ def info(service: Service) -> dict[str, Any]:
         model_id=service.model_name,
         model_dir=str(rr.model_dir) if rr is not None else None,
         backend=rr.backend.name if rr is not None else None,
+        backend_choice=choice(rr),
         device=str(rr.device) if rr is not None else s.device,
         dtype=str(rr.dtype).removeprefix("torch.") if rr is not None else s.dtype,
         max_length=rr.max_length if rr is not None else s.max_length,
@@ -50,6 +52,14 @@ def info(service: Service) -> dict[str, Any]:
         version=__version__,
     )
     return out
+
+
+def choice(rr: Any) -> dict[str, str] | None:
+    """What ``backend="auto"`` chose and why (None for an explicit backend)."""
+    picked = rr.backend_choice if rr is not None else None
+    if picked is None:
+        return None
+    return {"backend": picked.describe(), "reason": picked.reason}
 
 
 def router(service: Service) -> APIRouter:
