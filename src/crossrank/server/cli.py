@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.graceful_timeout,
         lifespan="on",
     )
-    server = _Server(config, app.state.crossrank)
+    server = make_server(config, app.state.crossrank)
     # uvicorn stops accepting on SIGTERM, finishes in-flight requests, runs the shutdown, then
     # re-raises the signal; a no-op handler turns that into a clean exit 0
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -179,5 +179,6 @@ def _server_class():
     return Server
 
 
-def _Server(config, state):  # noqa: N802 - a class built lazily (uvicorn is an extra)
+def make_server(config, state):
+    """uvicorn's server for ``config``, telling ``state`` (the app's Service) of SIGTERM."""
     return _server_class()(config, state)
