@@ -27,7 +27,8 @@ def test_schemathesis_finds_nothing(bert_dir, tmp_path):
         cmd = [exe, "run", f"{srv.base}/openapi.json", "--checks", "all"]
         cmd += ["-H", f"Authorization: Bearer {KEY}", "--max-examples", "15"]
         cmd += ["--generation-deterministic", "--no-color"]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        # run in tmp_path: schemathesis keeps a cache directory in its working directory
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
         assert "No issues found" in p.stdout or "passed" in p.stdout, p.stdout[-3000:]
         log = srv.text()
