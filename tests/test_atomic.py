@@ -16,6 +16,7 @@ import pytest
 
 from crossrank.atomic import (
     atomic_dir,
+    atomic_files,
     atomic_path,
     atomic_write,
     atomic_write_text,
@@ -155,6 +156,30 @@ def test_atomic_dir_replaces_and_survives_failures(tmp_path):
     assert json.loads((dest / "config.json").read_text()) == {"v": 2}
     assert not (dest / "sub").exists()  # replaced whole, not merged
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_files_move_in_with_config_last(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text("kept\n")
+    (run / "config.json").write_text("old")
+
+    def fill(tmp: Path) -> None:
+        (tmp / "config.json").write_text("new")
+        (tmp / "model.safetensors").write_bytes(b"w")
+
+    moved = atomic_files(run, fill, last=("config.json",))
+    assert [p.name for p in moved] == ["model.safetensors", "config.json"]
+    assert (run / "config.json").read_text() == "new" and (run / "train_log.jsonl").exists()
+
+    def broken(tmp: Path) -> None:
+        (tmp / "config.json").write_text("newer")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_files(run, broken)
+    assert (run / "config.json").read_text() == "new"
+    assert leftovers(run) == []
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):

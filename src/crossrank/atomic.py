@@ -301,6 +301,33 @@ def atomic_dir(dest: str | Path, fill: Callable[[Path], Any]) -> Path:
     return dest
 
 
+def atomic_files(
+    directory: str | Path, fill: Callable[[Path], Any], *, last: tuple[str, ...] = ()
+) -> list[Path]:
+    """Write some files into an existing ``directory`` that holds others (a training run's
+    final model next to its checkpoints and log): ``fill(tmp)`` writes them into a temporary
+    directory inside ``directory``, then each is fsynced and renamed into place, the names in
+    ``last`` last (``config.json``: what marks a directory as a model). Each file appears
+    whole; on an exception in ``fill`` nothing is moved and the temporary is removed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
+    tmp = directory / temp_name("files")
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        names.sort(key=lambda n: n in last)
+        for name in names:
+            os.replace(tmp / name, directory / name)
+        fsync_dir(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [directory / n for n in names]
+
+
 def check_output(path: str | Path, *, what: str = "output", directory: bool = False) -> None:
     """Pre-flight check of an output location, before any work starts.
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossrank.atomic import atomic_dir
+from crossrank.atomic import atomic_dir, atomic_files
 from crossrank.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -144,17 +144,10 @@ def load_state(resume_dir: Path, optimizer, scheduler, scaler, rank: int) -> tup
 
 
 def save_final(write_model: Callable[[Path], None], output: Path) -> None:
-    """Model files at the top of ``output``: written to a temp dir, each moved in atomically."""
-    tmp = output / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_model(tmp)
-    # weights first, config last: config.json is what marks a directory as a model
-    names = sorted(p.name for p in tmp.iterdir())
-    names.sort(key=lambda n: n in ("config.json", "adapter_config.json"))
-    for name in names:
-        os.replace(tmp / name, output / name)
-    tmp.rmdir()
+    """Model files at the top of ``output``: written to a temp dir, each moved in atomically
+    (:func:`crossrank.atomic.atomic_files`), weights first, config last: config.json is what
+    marks a directory as a model."""
+    atomic_files(output, write_model, last=("config.json", "adapter_config.json"))
 
 
 def find_last_checkpoint(output: Path) -> Path | None:
