@@ -27,6 +27,12 @@ DECODER_ARCHITECTURES = {
     "GemmaForCausalLM": "gemma",
     "LayerWiseMiniCPMForCausalLM": "minicpm-layerwise",
 }
+#: Qwen3-Reranker checkpoints (the causal LM and its converted one-row classification form);
+#: decoders too, but with their own input template (see crossrank.engine.qwen3_tokenize)
+QWEN3_ARCHITECTURES = {
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3ForSequenceClassification": "qwen3",
+}
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 
 

@@ -1,9 +1,10 @@
 """Shared machinery of the decoder-only (LLM) rerankers: config, RMSNorm, rotary positions,
 grouped-query attention with an optional shared prefix, and the scoring forward pass.
 
-The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`) differ only in the
-points this module leaves open: the embedding scale, the RMSNorm form, the activation, the
-residual scale and how the last hidden state becomes a score.
+The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`,
+:mod:`crossrank.models.qwen3`) differ only in the points this module leaves open: the embedding
+scale, the RMSNorm form, the activation, the residual scale, RMSNorm on queries and keys per
+head (Qwen3) and how the last hidden state becomes a score.
 
 Batches are right-padded. With causal attention a real token never attends to a padded one
 (pads only follow the real tokens), so no key mask is needed and padded rows are ignored.
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossrank.config import DECODER_ARCHITECTURES
+from crossrank.config import DECODER_ARCHITECTURES, QWEN3_ARCHITECTURES
 from crossrank.errors import ModelLoadError, UnsupportedModelError
 
 
@@ -33,7 +34,7 @@ class DecoderConfig:
     """The fields of a decoder ``config.json`` that the scoring forward pass depends on."""
 
     architecture: str
-    kind: str  # "gemma" or "minicpm-layerwise"
+    kind: str  # "gemma", "minicpm-layerwise" or "qwen3"
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -59,6 +60,11 @@ class DecoderConfig:
         return self.max_position_embeddings
 
     @property
+    def qk_norm(self) -> bool:
+        """RMSNorm on each head's queries and keys before the rotary positions (Qwen3)."""
+        return self.kind == "qwen3"
+
+    @property
     def residual_scale(self) -> float:
         if self.kind == "minicpm-layerwise":
             return self.scale_depth / math.sqrt(self.num_hidden_layers)
@@ -67,10 +73,11 @@ class DecoderConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DecoderConfig:
         archs = raw.get("architectures") or []
-        arch = next((a for a in archs if a in DECODER_ARCHITECTURES), None)
+        known = {**DECODER_ARCHITECTURES, **QWEN3_ARCHITECTURES}
+        arch = next((a for a in archs if a in known), None)
         if arch is None:
             raise UnsupportedModelError(f"not a supported decoder architecture: {archs}")
-        kind = DECODER_ARCHITECTURES[arch]
+        kind = known[arch]
         rope = raw.get("rope_parameters") or {}
         scaling = raw.get("rope_scaling") or (
             rope if rope.get("rope_type", "default") != "default" else None
@@ -81,6 +88,20 @@ class DecoderConfig:
             # transformers maps the legacy "gelu" of Gemma configs to the tanh approximation
             act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
             act = "gelu_pytorch_tanh" if act == "gelu" else act
+        elif kind == "qwen3":
+            act = raw.get("hidden_act", "silu")
+            types = raw.get("layer_types") or []
+            if raw.get("use_sliding_window") or any(t != "full_attention" for t in types):
+                raise UnsupportedModelError(
+                    "Qwen3 sliding-window attention is not supported (Qwen3-Reranker "
+                    "checkpoints use full attention: use_sliding_window false)"
+                )
+            labels = int(raw.get("num_labels") or len(raw.get("id2label") or {}) or 1)
+            if arch == "Qwen3ForSequenceClassification" and labels != 1:
+                raise UnsupportedModelError(
+                    f"the checkpoint's head has {labels} labels; a reranker needs exactly 1 "
+                    "(the converted Qwen3-Reranker head: yes row - no row)"
+                )
         else:
             act = raw.get("hidden_act", "silu")
             head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
@@ -101,7 +122,7 @@ class DecoderConfig:
                 num_attention_heads=heads,
                 num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
                 head_dim=int(raw.get("head_dim") or hidden // heads)
-                if kind == "gemma"
+                if kind in ("gemma", "qwen3")
                 else hidden // heads,
                 intermediate_size=int(raw["intermediate_size"]),
                 hidden_act=act,
@@ -183,7 +204,10 @@ class PrefixCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: DecoderConfig, rope_fp32: bool) -> None:
+    """Grouped-query attention; with ``config.qk_norm`` each head's queries and keys go through
+    an RMSNorm (``q_norm`` / ``k_norm``, over ``head_dim``) before the rotary positions."""
+
+    def __init__(self, config: DecoderConfig, rope_fp32: bool, offset_norm: bool = False) -> None:
         super().__init__()
         h, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv, self.head_dim = (
@@ -197,6 +221,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv * d, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias)
         self.rope_fp32 = rope_fp32
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
+        if config.qk_norm:
+            self.q_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
+            self.k_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        """Unrotated queries ``[b, heads, s, d]``."""
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        return q.transpose(1, 2)
 
     def forward(
         self,
@@ -212,8 +249,7 @@ class Attention(nn.Module):
         """
         b, s, _ = x.shape
         cos, sin = rope
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin, self.rope_fp32)
+        q = apply_rotary(self._queries(x), cos, sin, self.rope_fp32)
         k, v, keys, values = self._keys_values(x, rope, past)
         out = self._attend(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
@@ -232,7 +268,7 @@ class Attention(nn.Module):
         rows = torch.arange(b, device=x.device)
         cos, sin = rope
         xq = x[rows, last][:, None]
-        q = self.q_proj(xq).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        q = self._queries(xq)
         q = apply_rotary(q, cos[rows, last][:, None], sin[rows, last][:, None], self.rope_fp32)
         _, _, keys, values = self._keys_values(x, rope, past)
         out = self._attend(q, keys, values, mask)
@@ -241,7 +277,10 @@ class Attention(nn.Module):
     def _keys_values(self, x, rope, past):
         b, s, _ = x.shape
         cos, sin = rope
-        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        k = k.transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
         k = apply_rotary(k, cos, sin, self.rope_fp32)
         if past is None:
@@ -276,7 +315,7 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: DecoderConfig, offset_norm: bool, rope_fp32: bool) -> None:
         super().__init__()
-        self.self_attn = Attention(config, rope_fp32)
+        self.self_attn = Attention(config, rope_fp32, offset_norm)
         self.mlp = MLP(config)
         eps = config.rms_norm_eps
         self.input_layernorm = RMSNorm(config.hidden_size, eps, offset_norm)
@@ -320,6 +359,8 @@ class DecoderLM(nn.Module):
 
     offset_norm = True
     rope_fp32 = False
+    #: checkpoint tensor names stored under another name in this module
+    checkpoint_renames: dict[str, str] = {}
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -420,7 +461,7 @@ def load_decoder(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> DecoderLM:
-    """Load a Gemma / layerwise MiniCPM checkpoint in Hugging Face layout.
+    """Load a Gemma / layerwise MiniCPM / Qwen3 checkpoint in Hugging Face layout.
 
     The model is built on the meta device; tensors stream from the weight files one at a time,
     are cast to ``dtype`` and assigned, so a bf16 load never holds an fp32 copy of the model.
@@ -434,6 +475,10 @@ def load_decoder(
     config = DecoderConfig.from_dict(read_config(model_dir / "config.json"))
     if config.kind == "gemma":
         from crossrank.models.gemma import GemmaForCausalLM as cls
+    elif config.kind == "qwen3":
+        from crossrank.models.qwen3 import qwen3_class
+
+        cls = qwen3_class(config)
     else:
         from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM as cls
     with torch.device("meta"):
@@ -441,6 +486,7 @@ def load_decoder(
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for name, tensor in iter_tensors(weight_files(model_dir)):
+        name = cls.checkpoint_renames.get(name, name)
         if name in expected:
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 raise ModelLoadError(
