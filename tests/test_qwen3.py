@@ -96,7 +96,7 @@ def test_max_length_below_the_template_is_an_input_error(qwen3_dir):
 
     qt = pair_tokenizer(qwen3_dir)
     with pytest.raises(InputError, match="template"):
-        qt.encode(PAIRS[:1], max_length=qt.template_length)
+        qt.encode(PAIRS[:1], max_length=qt.num_special)
 
 
 @pytest.mark.parametrize("fixture", ["qwen3_dir", "qwen3_untied_dir"])

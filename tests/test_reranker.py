@@ -143,10 +143,15 @@ class _OomBelow:
     """A backend wrapper that fails like CUDA does when a batch holds more than ``limit`` pairs."""
 
     name = "oom-test"
+    n_outputs = 1
 
     def __init__(self, inner: TorchBackend, limit: int) -> None:
         self.inner, self.limit, self.device = inner, limit, inner.device
+        self.model = inner.model
         self.sizes: list[int] = []
+
+    def workers_for(self, n_pairs, n_batches):
+        return 1
 
     def score(self, batch):
         self.sizes.append(batch.shape[0])

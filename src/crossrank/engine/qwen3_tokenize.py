@@ -13,8 +13,13 @@ For a pair (query, document) and an instruction:
    the last position (``sigmoid`` of it is the authors' P(yes)).
 
 Every pair of one query (and instruction) starts with the same tokens, up to and including the
-query: :attr:`EncodedLLMPair.prefix_len` says how many, so the engine can share their keys and
-values (:mod:`crossrank.engine.llm_backend`).
+query and the ``<Document>:`` marker: :attr:`EncodedPair.prefix_len` says how many, so the
+engine can share their keys and values (:mod:`crossrank.engine.llm_backend`).
+
+Long-document chunking (:mod:`crossrank.engine.chunking`) sees the query side as
+``<Instruct>: ...\\n<Query>: {query}\\n<Document>:`` and the passage as ``" " + document``,
+tokenized apart; that split falls on a pre-tokenizer boundary, so for ordinary text the first
+window gives :meth:`Qwen3PairTokenizer.encode`'s ids.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
-from crossrank.engine.llm_tokenize import EncodedLLMPair
+from crossrank.engine.tokenize import EncodedPair
 from crossrank.errors import InputError, ModelLoadError
 
 SYSTEM_PROMPT = (
@@ -52,7 +57,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class Qwen3PairTokenizer:
-    """Builds Qwen3-Reranker inputs exactly as its authors do (see the module docstring).
+    """Builds Qwen3-Reranker inputs exactly as its authors do (see the module docstring);
+    a :class:`~crossrank.engine.encoding.PairEncoding`.
 
     Args:
         tokenizer: the checkpoint's ``tokenizer.json`` (truncation and padding off).
@@ -87,7 +93,7 @@ class Qwen3PairTokenizer:
         self.no_id: int = no
 
     @property
-    def template_length(self) -> int:
+    def num_special(self) -> int:
         """Tokens of the template around the middle text (prefix + suffix)."""
         return len(self.prefix_ids) + len(self.suffix_ids)
 
@@ -100,38 +106,71 @@ class Qwen3PairTokenizer:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def encode(
-        self, pairs: Sequence[Sequence[str]], *, max_length: int | None = None
-    ) -> list[EncodedLLMPair]:
-        """Encode ``(query, document)`` pairs (input order kept)."""
+    def limits(
+        self, max_length: int | None = None, query_max_length: int | None = None
+    ) -> tuple[int, int]:
+        """``(max_length, query side limit)``; the template has no query limit of its own, so
+        the second is the room left beside the template."""
         max_length = max_length or self.max_length
-        budget = max_length - self.template_length
+        budget = max_length - self.num_special
         if budget < 1:
             raise InputError(
                 f"max_length {max_length} leaves no room for text: the Qwen3-Reranker template "
-                f"alone is {self.template_length} tokens"
+                f"alone is {self.num_special} tokens"
             )
+        if query_max_length is not None:
+            raise InputError(
+                "Qwen3-Reranker has no query_max_length: max_length cuts the document first"
+            )
+        return max_length, budget
+
+    def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+        """Query sides (``<Instruct>: ...\\n<Query>: {query}\\n<Document>:``) and passages
+        (``" " + document``) of the pairs."""
         for pair in pairs:
             if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
                 raise InputError(f"each pair must be [query, document] strings, got {pair!r}")
-        queries = list(dict.fromkeys(q for q, _ in pairs))
-        # the tokens every pair of a query starts with (up to and including the query)
+        queries = [f"<Instruct>: {self.instruction}\n<Query>: {q}\n<Document>:" for q, _ in pairs]
+        return queries, [" " + d for _, d in pairs]
+
+    def passage_budget(self, query: Encoding, max_length: int, qmax: int) -> int:
+        """Most document tokens :meth:`assemble` keeps beside ``query``."""
+        return max(0, max_length - self.num_special - len(query))
+
+    def assemble(
+        self, query: Encoding, passage: Encoding, max_length: int, qmax: int
+    ) -> EncodedPair:
+        """One input from a tokenized query side and document (window), cut as the authors
+        cut the middle text: from its end."""
+        budget = max_length - self.num_special
+        middle = (list(query.ids) + list(passage.ids))[:budget]
+        prefix = len(self.prefix_ids) + min(len(query), budget)
+        ids = self.prefix_ids + middle + self.suffix_ids
+        return EncodedPair(ids, None, min(prefix, len(ids) - 1))
+
+    def encode(
+        self,
+        pairs: Sequence[Sequence[str]],
+        *,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+    ) -> list[EncodedPair]:
+        """Encode ``(query, document)`` pairs (input order kept), the middle text tokenized
+        whole as the authors do."""
+        max_length, budget = self.limits(max_length, query_max_length)
+        query_sides, _ = self.texts(pairs)
+        unique = list(dict.fromkeys(query_sides))
+        # the tokens every pair of a query starts with (up to its <Document>: marker)
         heads = {
             q: self.prefix_ids + enc.ids
-            for q, enc in zip(
-                queries,
-                self.tokenizer.encode_batch(
-                    [f"<Instruct>: {self.instruction}\n<Query>: {q}\n" for q in queries],
-                    add_special_tokens=False,
-                ),
-            )
+            for q, enc in zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False))
         }
         middles = self.tokenizer.encode_batch(
             [middle_text(self.instruction, q, d) for q, d in pairs], add_special_tokens=False
         )
         out = []
-        for (q, _), enc in zip(pairs, middles):
+        for side, enc in zip(query_sides, middles):
             ids = self.prefix_ids + enc.ids[:budget] + self.suffix_ids
-            prefix = min(_common_prefix(heads[q], ids), len(ids) - 1)
-            out.append(EncodedLLMPair(ids, None, prefix))
+            prefix = min(_common_prefix(heads[side], ids), len(ids) - 1)
+            out.append(EncodedPair(ids, None, prefix))
         return out

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossrank.config import DECODER_ARCHITECTURES, QWEN3_ARCHITECTURES
 from crossrank.errors import ModelLoadError, UnsupportedModelError
 
 
@@ -71,13 +70,10 @@ class DecoderConfig:
         return 1.0
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DecoderConfig:
+    def from_dict(cls, raw: dict[str, Any], kind: str) -> DecoderConfig:
+        """Parse ``raw`` for the decoder family ``kind`` (see :mod:`crossrank.families`)."""
         archs = raw.get("architectures") or []
-        known = {**DECODER_ARCHITECTURES, **QWEN3_ARCHITECTURES}
-        arch = next((a for a in archs if a in known), None)
-        if arch is None:
-            raise UnsupportedModelError(f"not a supported decoder architecture: {archs}")
-        kind = known[arch]
+        arch = archs[0] if archs else kind
         rope = raw.get("rope_parameters") or {}
         scaling = raw.get("rope_scaling") or (
             rope if rope.get("rope_type", "default") != "default" else None
@@ -89,6 +85,7 @@ class DecoderConfig:
             act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
             act = "gelu_pytorch_tanh" if act == "gelu" else act
         elif kind == "qwen3":
+            arch = next((a for a in archs if a.startswith("Qwen3For")), arch)
             act = raw.get("hidden_act", "silu")
             types = raw.get("layer_types") or []
             if raw.get("use_sliding_window") or any(t != "full_attention" for t in types):
@@ -461,32 +458,45 @@ def load_decoder(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> DecoderLM:
-    """Load a Gemma / layerwise MiniCPM / Qwen3 checkpoint in Hugging Face layout.
+    """Load a decoder reranker checkpoint in Hugging Face layout (its family from config.json)."""
+    from pathlib import Path
+
+    from crossrank.config import read_config
+    from crossrank.families import family_for
+    from crossrank.families.decoder import DecoderFamily
+
+    model_dir = Path(model_dir)
+    family = family_for(read_config(model_dir / "config.json"))
+    if not isinstance(family, DecoderFamily):
+        raise UnsupportedModelError(f"{model_dir} is not a decoder reranker checkpoint")
+    config = family.parse_config(read_config(model_dir / "config.json"))
+    return load_decoder_weights(model_dir, family.model_class(), config, dtype=dtype, device=device)
+
+
+def load_decoder_weights(
+    model_dir,
+    model_cls: type[DecoderLM],
+    config: DecoderConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> DecoderLM:
+    """Build ``model_cls(config)`` and load the weights of ``model_dir`` into it.
 
     The model is built on the meta device; tensors stream from the weight files one at a time,
     are cast to ``dtype`` and assigned, so a bf16 load never holds an fp32 copy of the model.
     """
     from pathlib import Path
 
-    from crossrank.config import read_config
     from crossrank.models.weights import iter_tensors, weight_files
 
     model_dir = Path(model_dir)
-    config = DecoderConfig.from_dict(read_config(model_dir / "config.json"))
-    if config.kind == "gemma":
-        from crossrank.models.gemma import GemmaForCausalLM as cls
-    elif config.kind == "qwen3":
-        from crossrank.models.qwen3 import qwen3_class
-
-        cls = qwen3_class(config)
-    else:
-        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM as cls
     with torch.device("meta"):
-        model = cls(config)
+        model = model_cls(config)
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for name, tensor in iter_tensors(weight_files(model_dir)):
-        name = cls.checkpoint_renames.get(name, name)
+        name = model_cls.checkpoint_renames.get(name, name)
         if name in expected:
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 raise ModelLoadError(

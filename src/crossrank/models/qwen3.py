@@ -25,9 +25,17 @@ from torch import nn
 from crossrank.errors import InputError
 from crossrank.models.decoder import DecoderConfig, DecoderLM, PrefixCache
 
+#: the converted form's architecture (one head row instead of the output projection)
+SEQUENCE_CLASSIFICATION = "Qwen3ForSequenceClassification"
 
-class Qwen3ForCausalLM(DecoderLM):
-    """Qwen3-Reranker as a causal LM: ``score`` is the yes-minus-no logit at the last position.
+
+class Qwen3Reranker(DecoderLM):
+    """Qwen3-Reranker scoring model, either checkpoint form (``config.architecture``).
+
+    Causal LM: ``score(..., token_ids=[yes_id, no_id])`` gives ``logit(yes) - logit(no)``.
+    Converted classification form: ``score(...)`` (no token ids) gives the head's output, the
+    same number (the checkpoint's ``score.weight`` is loaded as ``head.weight``: a module may
+    not be called ``score``, the scoring method's name).
 
     Example:
         >>> model = load_decoder("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -36,16 +44,21 @@ class Qwen3ForCausalLM(DecoderLM):
 
     offset_norm = False
     rope_fp32 = False
+    checkpoint_renames = {"score.weight": "head.weight"}
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__(config)
+        #: the converted one-row classification form
+        self.classification = config.architecture == SEQUENCE_CLASSIFICATION
         # transformers' Qwen3Config unties the output projection unless told otherwise
         self.tied = bool(config.raw.get("tie_word_embeddings", False))
-        if not self.tied:
+        if self.classification:
+            self.head = nn.Linear(config.hidden_size, 1, bias=False)
+        elif not self.tied:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def output_rows(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """Rows ``[n, hidden]`` of the output projection for ``token_ids``."""
+        """Rows ``[n, hidden]`` of the output projection for ``token_ids`` (causal LM form)."""
         weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
         return weight[torch.as_tensor(list(token_ids), device=weight.device)]
 
@@ -58,57 +71,24 @@ class Qwen3ForCausalLM(DecoderLM):
         prefix_index: torch.Tensor | None = None,
         token_ids: Sequence[int] = (),
     ) -> torch.Tensor:
-        """fp32 ``logit(token_ids[0]) - logit(token_ids[1])`` ``[batch, 1]`` at each row's last
-        real token (``token_ids`` = the ids of "yes" and "no")."""
-        if len(token_ids) != 2:
-            raise InputError(f"token_ids must be the ids of 'yes' and 'no', got {token_ids!r}")
+        """fp32 scores ``[batch, 1]`` at each row's last real token: ``logit(token_ids[0]) -
+        logit(token_ids[1])`` (the ids of "yes" and "no"), or the converted form's head."""
+        expected = 0 if self.classification else 2
+        if len(token_ids) != expected:
+            raise InputError(
+                f"token_ids must be {'empty' if expected == 0 else 'the ids of yes and no'} "
+                f"for a {self.config.architecture} checkpoint, got {list(token_ids)!r}"
+            )
         n = self.config.num_hidden_layers
         hidden = self.hidden_at_last(
             input_ids, attention_mask, layers=[n], prefix=prefix, prefix_index=prefix_index
         )[n]
-        logits = (self.model.norm(hidden) @ self.output_rows(token_ids).T).float()
+        hidden = self.model.norm(hidden)
+        if self.classification:
+            return self.head(hidden).float()
+        logits = (hidden @ self.output_rows(token_ids).T).float()
         return logits[:, :1] - logits[:, 1:]
 
     def cache_layers(self, **_: object) -> int:
         """Layers whose keys / values a prefix cache needs."""
         return self.config.num_hidden_layers
-
-
-class Qwen3ForSequenceClassification(DecoderLM):
-    """The converted Qwen3-Reranker: one bias-free head row on the last real token's final
-    hidden state (``score.weight`` in the checkpoint, ``head`` here: a module may not be
-    called ``score``, the scoring method's name)."""
-
-    offset_norm = False
-    rope_fp32 = False
-    checkpoint_renames = {"score.weight": "head.weight"}
-
-    def __init__(self, config: DecoderConfig) -> None:
-        super().__init__(config)
-        self.head = nn.Linear(config.hidden_size, 1, bias=False)
-
-    def score(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        *,
-        prefix: PrefixCache | None = None,
-        prefix_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """fp32 head output ``[batch, 1]`` at each row's last real token."""
-        n = self.config.num_hidden_layers
-        hidden = self.hidden_at_last(
-            input_ids, attention_mask, layers=[n], prefix=prefix, prefix_index=prefix_index
-        )[n]
-        return self.head(self.model.norm(hidden)).float()
-
-    def cache_layers(self, **_: object) -> int:
-        """Layers whose keys / values a prefix cache needs."""
-        return self.config.num_hidden_layers
-
-
-def qwen3_class(config: DecoderConfig) -> type[DecoderLM]:
-    """The module class for a Qwen3 checkpoint's architecture."""
-    if config.architecture == "Qwen3ForSequenceClassification":
-        return Qwen3ForSequenceClassification
-    return Qwen3ForCausalLM

@@ -1,0 +1,46 @@
+"""bge-reranker-v2-minicpm-layerwise (``LayerWiseMiniCPMForCausalLM``): FlagEmbedding's
+LayerWiseFlagLLMReranker input rules (bos always added); score = the head of a cutoff layer
+applied to the last position (default: the last layer). Several ``cutoff_layers`` give one
+score column per layer (:meth:`~crossrank.Reranker.compute_layer_scores`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from crossrank.engine.encoding import PairEncoding
+from crossrank.families.base import ScoreOptions
+from crossrank.families.decoder import DecoderFamily
+from crossrank.families.gemma import bge_llm_tokenizer
+from crossrank.models.decoder import DecoderLM
+
+
+class MiniCPMLayerwiseFamily(DecoderFamily):
+    name = "minicpm-layerwise"
+    architectures = ("LayerWiseMiniCPMForCausalLM",)
+    options = frozenset({"prompt", "share_prefix", "cutoff_layers"})
+    score = "the cutoff layer's head on the last position (default: the last layer)"
+
+    def model_class(self) -> type[DecoderLM]:
+        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
+
+        return LayerWiseMiniCPMForCausalLM
+
+    def pair_tokenizer(
+        self, tokenizer: Tokenizer, model_dir: Path, options: ScoreOptions
+    ) -> PairEncoding:
+        return bge_llm_tokenizer(tokenizer, model_dir, options, always_bos=True)
+
+    def score_spec(
+        self, model: DecoderLM, tokenizer: PairEncoding, options: ScoreOptions
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
+
+        assert isinstance(model, LayerWiseMiniCPMForCausalLM)
+        cutoffs = model.check_cutoffs(options.cutoff_layers or [model.config.num_hidden_layers])
+        return {"cutoff_layers": cutoffs}, tuple(f"layer {k}" for k in cutoffs)
+
+
+FAMILY = MiniCPMLayerwiseFamily()
