@@ -63,9 +63,7 @@ def test_instruction_per_reranker_and_per_call(qwen3_dir, reference):
     # the call's instruction does not stick
     assert np.abs(np.array(rr.compute_score(PAIRS)) - reference[1]).max() < 1e-4
     ranked = rr.rank(QUERIES[0], DOCS, instruction=task)
-    assert [r.index for r in ranked] == list(
-        np.argsort(-want.numpy()[: len(DOCS)], kind="stable")
-    )
+    assert [r.index for r in ranked] == list(np.argsort(-want.numpy()[: len(DOCS)], kind="stable"))
 
 
 def test_prefix_sharing_equals_unshared(qwen3_dir, monkeypatch):
