@@ -108,3 +108,14 @@ def modernbert_mean_dir(tiny_dir: Path) -> Path:
     return modernbert_checkpoint(
         tiny_dir / "modernbert-mean", seed=1, classifier_pooling="mean", num_hidden_layers=3
     )
+
+
+#: one tiny checkpoint fixture per model family: tests of features that every family must
+#: support are parametrized over these (a new family adds its fixture here)
+FAMILY_FIXTURES = ("bert_dir", "gemma_dir", "minicpm_dir", "qwen3_dir", "modernbert_dir")
+
+
+@pytest.fixture(params=FAMILY_FIXTURES)
+def family_dir(request) -> Path:
+    """A tiny checkpoint of each model family in turn."""
+    return request.getfixturevalue(request.param)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrank.cli import UsageError, add_model_args, load_reranker
+from crossrank.cli import UsageError, add_chunk_args, add_model_args, load_reranker, score_options
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "BEIR-layout dataset with one or more models; report first stage vs reranked metrics.",
     )
     add_model_args(p, multiple=True)
+    add_chunk_args(p)
     p.add_argument("--dataset", "-d", required=True, help="BEIR dataset directory")
     p.add_argument("--split", "-s", default="test", help="qrels split (qrels/SPLIT.tsv; test)")
     first = p.add_mutually_exclusive_group()
@@ -149,7 +150,9 @@ def _rerank_with(args, model, dataset, run, query_ids):
 
     reranker = load_reranker(args, model=model)
     start = time.perf_counter()
-    reranked = rerank(reranker, dataset, run, args.top_k, query_ids=query_ids)
+    reranked = rerank(
+        reranker, dataset, run, args.top_k, query_ids=query_ids, **score_options(args)
+    )
     seconds = time.perf_counter() - start
     n_pairs = sum(min(len(run[q]), args.top_k) for q in query_ids)
     logger.info("%s: %d pairs in %.1f s", model, n_pairs, seconds)
