@@ -220,3 +220,11 @@ def modernbert_checkpoint(path: Path, *, seed: int = 0, **overrides) -> Path:
     }
     (path / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
     return path
+
+
+def short_max_length(model_dir: Path, base: int = 48) -> int:
+    """A max_length that leaves a tiny checkpoint of any family room for a short passage:
+    ``base``, plus, for Qwen3-Reranker, the ~95 tokens its template and default instruction
+    take with the tiny tokenizer (other families' templates are short)."""
+    archs = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures", [])
+    return base + 95 if any(a.startswith("Qwen3") for a in archs) else base
