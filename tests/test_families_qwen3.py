@@ -140,6 +140,13 @@ def test_cli_score_and_rank(qwen3_dir, tmp_path, capsys, reference):
     probs = reference[0][: len(DOCS)]
     assert [r["index"] for r in rows] == list(np.argsort(-probs, kind="stable"))
     assert np.abs(np.array([r["score"] for r in rows]) - np.sort(probs)[::-1]).max() < 1e-4
+    # --instruction: the authors' scores with that instruction
+    task = "Given a question, find the passage about animals"
+    _, want, _ = authors_scores(qwen3_dir, PAIRS, instruction=task, max_length=512)
+    argv = ["score", "-m", str(qwen3_dir), "-i", str(inp), "-o", str(out)]
+    assert main([*argv, "--instruction", task]) == 0
+    scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    assert np.abs(np.array(scores) - want.numpy()).max() < 1e-4
     # an option the family lacks: one line, exit code 2
     assert main(["score", "-m", str(qwen3_dir), "-i", str(inp), "--backend", "onnx"]) == 2
     assert "not supported by the qwen3 family" in capsys.readouterr().err
