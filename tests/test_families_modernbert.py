@@ -85,7 +85,7 @@ def test_reranker_scores_match_transformers(request, fixture, max_length):
     assert np.std(ref) > 1e-2 and diff < 1e-4
 
 
-def test_chunking_and_refused_backends(modernbert_dir):
+def test_chunking_and_refused_options(modernbert_dir):
     from crossrank import Reranker
     from crossrank.errors import CrossrankError
 
@@ -96,10 +96,39 @@ def test_chunking_and_refused_backends(modernbert_dir):
     chunked = np.array(rr.compute_score(pairs, max_chunks_per_doc=8, chunk_overlap=4))
     assert (chunked >= plain - 1e-5).all() and (chunked > plain + 1e-4).any()
     np.testing.assert_allclose(chunked[1], plain[1], atol=1e-5)
-    with pytest.raises(CrossrankError, match="backend='onnx'"):
-        Reranker(modernbert_dir, backend="onnx", quantize="int8")
     with pytest.raises(CrossrankError, match="prompt"):
         Reranker(modernbert_dir, prompt="Relevant?")
+    with pytest.raises(CrossrankError, match="instruction"):
+        Reranker(modernbert_dir, instruction="Find it")
+
+
+@pytest.mark.parametrize("fixture", ["modernbert_dir", "modernbert_mean_dir"])
+def test_onnx_backend(request, fixture, tmp_path, monkeypatch):
+    """fp32 ONNX gives the torch scores (inputs longer than the window, padding, both
+    poolings); int8 quantizes the layers' products and keeps the head in fp32."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from crossrank import Reranker
+
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    model_dir = request.getfixturevalue(fixture)
+    pairs = pairs_mix() + [(QUERY, d) for d in DOCS]
+    ref = np.array(Reranker(model_dir, max_length=128).compute_score(pairs))
+    rr = Reranker(model_dir, max_length=128, backend="onnx")
+    assert rr.backend.name == "onnx" and rr.model is None
+    got = np.array(rr.compute_score(pairs))
+    diff = np.abs(got - ref).max()
+    print(f"{fixture}: ONNX fp32 vs torch max abs diff {diff:.2e}")
+    assert ref.std() > 0.1 and diff < 1e-4
+    assert abs(rr.compute_score(pairs[2])[0] - ref[2]) < 1e-4  # a batch of one
+    q = Reranker(model_dir, max_length=128, backend="onnx", quantize="int8")
+    scores = np.array(q.compute_score(pairs))
+    nodes = onnx.load(str(q.backend.path)).graph.node
+    quantized = [n.name for n in nodes if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert quantized and not any(n.startswith("/head/") for n in quantized)
+    assert np.abs(scores - ref).max() > 0  # quantization really happened
+    assert np.corrcoef(scores, ref)[0, 1] > 0.95
 
 
 def test_cli_score_rank_eval(modernbert_dir, tmp_path, capsys, monkeypatch):
@@ -119,7 +148,7 @@ def test_cli_score_rank_eval(modernbert_dir, tmp_path, capsys, monkeypatch):
     assert main(["rank", "-m", str(modernbert_dir), "-q", QUERY, "-d", str(docs), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["index"] for r in rows] == list(np.argsort(-expected, kind="stable"))
-    assert main(["score", "-m", str(modernbert_dir), "-i", str(inp), "--backend", "onnx"]) == 2
+    assert main(["score", "-m", str(modernbert_dir), "-i", str(inp), "--prompt", "Relevant?"]) == 2
     assert "not supported by the modernbert family" in capsys.readouterr().err
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))

@@ -3,8 +3,8 @@ gte-reranker-modernbert-base): score = the classifier's logit on the pooled sequ
 ("cls" or "mean" pooling, as config.json says). Inputs are built as transformers' tokenizer
 builds them for the models' reference code (``tokenizer(query, passage, truncation=True)``:
 the pair template, "longest_first" truncation; :mod:`crossrank.engine.longest_first`).
-Runs on our PyTorch model, on one device or a pool; the ONNX backend exports the BERT-style
-encoders only, so ``backend="onnx"`` is refused with a clear error."""
+Runs on our PyTorch model (one device or a pool) or ONNX Runtime (fp32 or int8), like the
+BERT-style encoders."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ModernBertFamily:
 
     name = "modernbert"
     architectures = ARCHITECTURES
-    options = frozenset({"devices"})
+    options = frozenset({"backend", "quantize", "devices"})
     score = "the classifier's logit on the pooled sequence (first token or mean, per config)"
 
     def claims(self, raw: dict[str, Any]) -> bool:
@@ -35,7 +35,7 @@ class ModernBertFamily:
 
 
 class LoadedModernBert:
-    """A ModernBERT cross-encoder's tokenizer and torch backend (or device pool)."""
+    """A ModernBERT cross-encoder's tokenizer and backend (torch, ONNX or a device pool)."""
 
     def __init__(self, model_dir: Path, config: ModernBertConfig, runtime: Runtime) -> None:
         from crossrank.engine.backend import create_backend
@@ -59,7 +59,7 @@ class LoadedModernBert:
 
     def scoring(self, options: ScoreOptions) -> Scoring:
         from crossrank.engine.longest_first import LongestFirstPairTokenizer
-        from crossrank.engine.runner import cpu_token_budget
+        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
 
         pt = LongestFirstPairTokenizer(
             self.tokenizer,
@@ -69,7 +69,9 @@ class LoadedModernBert:
             passage_instruction=options.passage_instruction,
         )
         budget = None
-        if self.runtime.device.type == "cpu":
+        if self.backend.name == "onnx":
+            budget = ONNX_TOKEN_BUDGET
+        elif self.runtime.device.type == "cpu":
             # GeGLU: the widest activation is Wi's output, 2 x intermediate
             budget = cpu_token_budget(self.config.hidden_size, 2 * self.config.intermediate_size)
         return Scoring(pt, self.backend, self.pad_id, default_max_tokens=budget)
