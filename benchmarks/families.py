@@ -106,7 +106,9 @@ def train_tokenizer(kind: str, texts: list[str]):
         special_tokens=QWEN3_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator([*texts, "yes no yes\nno\n"] * 1, trainer)
+    # the answer tokens "yes" and "no" (no leading space) must be whole vocabulary entries
+    tok.train_from_iterator([*texts, *["yes\nno\n"] * 2000], trainer)
+    assert tok.token_to_id("yes") is not None and tok.token_to_id("no") is not None
     return tok
 
 

@@ -184,10 +184,12 @@ def test_missing_qk_norm_is_a_load_error(qwen3_dir, tmp_path):
 def test_sliding_window_config_is_refused(qwen3_dir, tmp_path):
     from crossrank.config import read_config
     from crossrank.errors import UnsupportedModelError
-    from crossrank.models.decoder import DecoderConfig
+    from crossrank.families import get_family
 
+    family = get_family("qwen3")
     raw = read_config(qwen3_dir / "config.json")
-    assert DecoderConfig.from_dict(raw, "qwen3").head_dim == 32
+    config = family.parse_config(raw)
+    assert config.head_dim == 32 and config.qk_norm and config.hidden_act == "silu"
     raw["use_sliding_window"] = True
     with pytest.raises(UnsupportedModelError, match="sliding"):
-        DecoderConfig.from_dict(json.loads(json.dumps(raw)), "qwen3")
+        family.parse_config(json.loads(json.dumps(raw)))

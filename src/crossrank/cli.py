@@ -65,9 +65,10 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
     p.add_argument("--normalize", action="store_true", help="sigmoid scores instead of logits")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "auto"),
         default="torch",
-        help="torch (default) or onnx (ONNX Runtime, needs crossrank[onnx])",
+        help="torch (default, exact), onnx (ONNX Runtime, needs crossrank[onnx]), or auto "
+        "(the fastest faithful backend for this machine)",
     )
     p.add_argument(
         "--quantize",

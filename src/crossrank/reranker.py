@@ -16,6 +16,7 @@ from crossrank.errors import CrossrankError, InputError
 from crossrank.hub import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from crossrank.engine.auto import BackendChoice
     from crossrank.engine.backend import Backend
     from crossrank.engine.encoding import PairEncoding
     from crossrank.engine.runner import Engine
@@ -180,8 +181,11 @@ class Reranker:
             2048 for MiniLM; 512 with ``backend="onnx"``; 65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
         revision: hub revision (branch, tag or commit) of a hub id.
-        backend: encoders: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX
-            Runtime, needs ``pip install 'crossrank[onnx]'``; the export is cached on disk).
+        backend: ``"torch"`` (default, our PyTorch model, every family); encoders also
+            ``"onnx"`` (ONNX Runtime, needs ``pip install 'crossrank[onnx]'``; the export is
+            cached on disk). ``"auto"``: the fastest backend that keeps the fidelity promise on
+            this machine (ONNX int8 on CPUs with VNNI, bf16 on CPUs with bf16 units; see
+            :mod:`crossrank.engine.auto`), logged, and in :attr:`backend_choice`.
         quantize: encoders with ``backend="onnx"``: ``None`` or ``"int8"``.
         devices: encoders: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs
             over, one model replica each. Overrides ``device``.
@@ -254,6 +258,10 @@ class Reranker:
         self.config = self.family.parse_config(raw)
         pool = [resolve_device(d) for d in devices] if devices else None
         self.device = pool[0] if pool else resolve_device(device)
+        #: what ``backend="auto"`` chose (None for an explicit backend)
+        self.backend_choice: BackendChoice | None = None
+        if backend == "auto":
+            backend, quantize, dtype = self._auto_backend(dtype, quantize)
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_length = self._clamp_length(max_length)
         self.normalize = normalize
@@ -300,13 +308,34 @@ class Reranker:
         layers = self.scoring.resolved.get("cutoff_layers")
         return list(layers) if layers is not None else None
 
+    def _auto_backend(
+        self, dtype: str | torch.dtype | None, quantize: str | None
+    ) -> tuple[str, str | None, str | torch.dtype | None]:
+        from crossrank.engine.auto import choose_backend, cpu_flags, onnx_available
+
+        if quantize is not None:
+            raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
+        choice = choose_backend(
+            backends=self.family.backends,
+            device=self.device,
+            dtype_given=dtype is not None,
+            flags=cpu_flags(),
+            onnx=onnx_available(),
+        )
+        self.backend_choice = choice
+        logger.info("backend='auto' chose %s: %s", choice.describe(), choice.reason)
+        return choice.backend, choice.quantize, choice.dtype or dtype
+
     def _check_options(self, **given: Any) -> None:
         from crossrank.families.base import FAMILY_OPTIONS
 
         refused = sorted(
             k
             for k, v in given.items()
-            if k not in self.family.options and v is not None and v != FAMILY_OPTIONS[k]
+            if k not in self.family.options
+            and v is not None
+            and v != FAMILY_OPTIONS[k]
+            and not (k == "backend" and v == "auto")
         )
         if refused:
             shown = ", ".join(f"{k}={given[k]!r}" for k in refused)

@@ -109,6 +109,8 @@ class Family(Protocol):
     architectures: tuple[str, ...]
     #: the entries of :data:`FAMILY_OPTIONS` this family honours
     options: frozenset[str]
+    #: the backends it runs on (``backend="auto"`` picks among them)
+    backends: tuple[str, ...]
     #: one line: what a score is for this family
     score: str
 

@@ -25,6 +25,7 @@ class DecoderFamily(ABC):
     name: str
     architectures: tuple[str, ...]
     options: frozenset[str] = frozenset({"prompt", "share_prefix"})
+    backends: tuple[str, ...] = ("torch",)
     score: str
 
     def claims(self, raw: dict[str, Any]) -> bool:

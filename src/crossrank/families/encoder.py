@@ -21,6 +21,7 @@ class EncoderFamily:
     name = "encoder"
     architectures = (*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS)
     options = frozenset({"backend", "quantize", "devices"})
+    backends = ("torch", "onnx")
     score = "the classification head's logit on the first token"
 
     def claims(self, raw: dict[str, Any]) -> bool:

@@ -3,6 +3,7 @@ logit of "Yes" at the last position."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from tokenizers import Tokenizer
 from crossrank.engine.encoding import PairEncoding
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
-from crossrank.models.decoder import DecoderLM
+from crossrank.models.decoder import DecoderConfig, DecoderLM
 
 
 def bge_llm_tokenizer(
@@ -38,6 +39,12 @@ class GemmaFamily(DecoderFamily):
     name = "gemma"
     architectures = ("GemmaForCausalLM",)
     score = 'the logit of the first token of "Yes" at the last position'
+
+    def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
+        config = DecoderConfig.from_dict(raw, kind=self.name)
+        # transformers maps the legacy "gelu" of Gemma configs to the tanh approximation
+        act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
+        return replace(config, hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
 
     def model_class(self) -> type[DecoderLM]:
         from crossrank.models.gemma import GemmaForCausalLM

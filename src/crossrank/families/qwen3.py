@@ -5,16 +5,17 @@ authors' P(yes). ``instruction=`` sets the ``<Instruct>`` text, per Reranker or 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
-from crossrank.errors import CrossrankError
+from crossrank.errors import CrossrankError, UnsupportedModelError
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
-from crossrank.models.decoder import DecoderLM
+from crossrank.models.decoder import DecoderConfig, DecoderLM
 
 
 class Qwen3Family(DecoderFamily):
@@ -22,6 +23,24 @@ class Qwen3Family(DecoderFamily):
     architectures = ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification")
     options = frozenset({"instruction", "share_prefix"})
     score = 'logit("yes") - logit("no") at the last position (sigmoid: the authors\' P(yes))'
+
+    def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
+        config = DecoderConfig.from_dict(raw, kind=self.name)
+        archs = raw.get("architectures") or []
+        arch = next((a for a in archs if a in self.architectures), config.architecture)
+        types = raw.get("layer_types") or []
+        if raw.get("use_sliding_window") or any(t != "full_attention" for t in types):
+            raise UnsupportedModelError(
+                "Qwen3 sliding-window attention is not supported (Qwen3-Reranker checkpoints "
+                "use full attention: use_sliding_window false)"
+            )
+        labels = int(raw.get("num_labels") or len(raw.get("id2label") or {}) or 1)
+        if arch == "Qwen3ForSequenceClassification" and labels != 1:
+            raise UnsupportedModelError(
+                f"the checkpoint's head has {labels} labels; a reranker needs exactly 1 "
+                "(the converted Qwen3-Reranker head: yes row - no row)"
+            )
+        return replace(config, architecture=arch, qk_norm=True)
 
     def model_class(self) -> type[DecoderLM]:
         from crossrank.models.qwen3 import Qwen3Reranker

@@ -17,7 +17,6 @@ prompt) then run with positions continuing after their prefix and attend to the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +29,15 @@ from crossrank.errors import ModelLoadError, UnsupportedModelError
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """The fields of a decoder ``config.json`` that the scoring forward pass depends on."""
+    """The fields of a decoder ``config.json`` that the scoring forward pass depends on.
+
+    :meth:`from_dict` reads what every decoder family shares; a family adjusts what its own
+    checkpoints mean (activation names, head size, residual scale) with
+    :func:`dataclasses.replace` in its ``parse_config`` (see :mod:`crossrank.families`).
+    """
 
     architecture: str
-    kind: str  # "gemma", "minicpm-layerwise" or "qwen3"
+    kind: str  # the family's registry name ("gemma", "minicpm-layerwise", ...)
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -48,6 +52,10 @@ class DecoderConfig:
     bos_token_id: int | None
     pad_token_id: int | None
     attention_bias: bool = False
+    #: each residual branch is multiplied by this (MiniCPM: scale_depth / sqrt(layers))
+    residual_scale: float = 1.0
+    #: RMSNorm on each head's queries and keys before the rotary positions (Qwen3)
+    qk_norm: bool = False
     scale_emb: float = 1.0  # MiniCPM
     scale_depth: float = 1.0  # MiniCPM
     start_layer: int = 0  # MiniCPM layerwise: first layer with a head
@@ -58,20 +66,9 @@ class DecoderConfig:
         """Longest input the model was trained for (``max_position_embeddings``)."""
         return self.max_position_embeddings
 
-    @property
-    def qk_norm(self) -> bool:
-        """RMSNorm on each head's queries and keys before the rotary positions (Qwen3)."""
-        return self.kind == "qwen3"
-
-    @property
-    def residual_scale(self) -> float:
-        if self.kind == "minicpm-layerwise":
-            return self.scale_depth / math.sqrt(self.num_hidden_layers)
-        return 1.0
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any], kind: str) -> DecoderConfig:
-        """Parse ``raw`` for the decoder family ``kind`` (see :mod:`crossrank.families`)."""
+        """The shared fields of ``raw`` for the decoder family ``kind``."""
         archs = raw.get("architectures") or []
         arch = archs[0] if archs else kind
         rope = raw.get("rope_parameters") or {}
@@ -80,33 +77,6 @@ class DecoderConfig:
         )
         if scaling:
             raise UnsupportedModelError(f"rope scaling {scaling!r} is not supported")
-        if kind == "gemma":
-            # transformers maps the legacy "gelu" of Gemma configs to the tanh approximation
-            act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
-            act = "gelu_pytorch_tanh" if act == "gelu" else act
-        elif kind == "qwen3":
-            arch = next((a for a in archs if a.startswith("Qwen3For")), arch)
-            act = raw.get("hidden_act", "silu")
-            types = raw.get("layer_types") or []
-            if raw.get("use_sliding_window") or any(t != "full_attention" for t in types):
-                raise UnsupportedModelError(
-                    "Qwen3 sliding-window attention is not supported (Qwen3-Reranker "
-                    "checkpoints use full attention: use_sliding_window false)"
-                )
-            labels = int(raw.get("num_labels") or len(raw.get("id2label") or {}) or 1)
-            if arch == "Qwen3ForSequenceClassification" and labels != 1:
-                raise UnsupportedModelError(
-                    f"the checkpoint's head has {labels} labels; a reranker needs exactly 1 "
-                    "(the converted Qwen3-Reranker head: yes row - no row)"
-                )
-        else:
-            act = raw.get("hidden_act", "silu")
-            head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
-            if head_type != "simple" or not multi:
-                raise UnsupportedModelError(
-                    f"layerwise heads of type {head_type!r} (head_multi={multi}) are not "
-                    "supported; bge-reranker-v2-minicpm-layerwise uses 'simple' multi heads"
-                )
         try:
             heads = int(raw["num_attention_heads"])
             hidden = int(raw["hidden_size"])
@@ -118,11 +88,9 @@ class DecoderConfig:
                 num_hidden_layers=int(raw["num_hidden_layers"]),
                 num_attention_heads=heads,
                 num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
-                head_dim=int(raw.get("head_dim") or hidden // heads)
-                if kind in ("gemma", "qwen3")
-                else hidden // heads,
+                head_dim=int(raw.get("head_dim") or hidden // heads),
                 intermediate_size=int(raw["intermediate_size"]),
-                hidden_act=act,
+                hidden_act=str(raw.get("hidden_act") or raw.get("hidden_activation") or "silu"),
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(raw.get("rope_theta") or rope.get("rope_theta") or 10000.0),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 8192)),
@@ -134,8 +102,10 @@ class DecoderConfig:
                 start_layer=int(raw.get("start_layer", 0)),
                 raw=dict(raw),
             )
-        except KeyError as exc:
-            raise ModelLoadError(f"config.json lacks the field {exc.args[0]!r}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, KeyError):
+                raise ModelLoadError(f"config.json lacks the field {exc.args[0]!r}") from None
+            raise ModelLoadError(f"config.json has a field of the wrong type: {exc}") from None
 
 
 class RMSNorm(nn.Module):
