@@ -22,6 +22,10 @@ class ModernBertFamily:
     name = "modernbert"
     architectures = ARCHITECTURES
     options = frozenset({"backend", "quantize", "devices"})
+    #: what backend="auto" may pick: ONNX runs when asked for, but its int8 fidelity on real
+    #: ModernBERT weights is unmeasured (no checkpoint can be downloaded here), so auto stays
+    #: with PyTorch
+    backends = ("torch",)
     score = "the classifier's logit on the pooled sequence (first token or mean, per config)"
 
     def claims(self, raw: dict[str, Any]) -> bool:
