@@ -197,6 +197,9 @@ class Reranker:
         share_prefix: LLM families: compute the query prefix's keys/values once for all
             passages (and chunks) of a query (default True; scores are unchanged).
         instruction: families with a task instruction in their template (Qwen3-Reranker).
+        adapter: LLM families, ``backend="torch"``: a local PEFT LoRA adapter directory merged
+            into ``model``'s weights. ``model`` may itself be an adapter directory: its base is
+            then its ``base_model_name_or_path``.
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -229,13 +232,20 @@ class Reranker:
         cutoff_layers: int | Sequence[int] | None = None,
         share_prefix: bool = True,
         instruction: str | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         from crossrank.config import read_config
         from crossrank.families import family_for
         from crossrank.families.base import Runtime, ScoreOptions
         from crossrank.hub import resolve_model_dir
+        from crossrank.models.adapters import adapter_base, is_adapter_dir
 
         self.model_name = str(model)
+        adapter_dir = Path(adapter).expanduser() if adapter is not None else None
+        if adapter_dir is not None and not is_adapter_dir(adapter_dir):
+            raise CrossrankError(f"adapter {adapter}: not a PEFT adapter directory")
+        if adapter_dir is None and is_adapter_dir(Path(model).expanduser()):
+            adapter_dir, model = Path(model).expanduser(), adapter_base(Path(model).expanduser())
         self.model_dir: Path = resolve_model_dir(model, revision=revision)
         raw = read_config(self.model_dir / "config.json")
         self.family = family_for(raw)
@@ -277,6 +287,8 @@ class Reranker:
         )
         runtime = Runtime(self.device, self.dtype, backend, quantize, pool)
         self.loaded = self.family.load(self.model_dir, self.config, runtime)
+        if adapter_dir is not None:
+            self._apply_adapter(adapter_dir, backend, pool)
         #: our PyTorch model (None when another backend computes the scores)
         self.model = self.loaded.model
         self._max_batch_tokens = max_batch_tokens
@@ -284,6 +296,16 @@ class Reranker:
         self._show_progress = show_progress
         self.scoring = self.loaded.scoring(self.options)
         self.engine = self._engine(self.scoring)
+
+    def _apply_adapter(self, adapter_dir: Path, backend: str, pool) -> None:
+        from crossrank.models.adapters import apply_adapter
+        from crossrank.models.decoder import DecoderLM
+
+        if not isinstance(self.loaded.model, DecoderLM) or backend != "torch" or pool:
+            raise CrossrankError(
+                "LoRA adapters load onto LLM families with backend='torch' on one device"
+            )
+        apply_adapter(self.loaded.model, adapter_dir)
 
     # -- what the family gave -------------------------------------------------------------
 

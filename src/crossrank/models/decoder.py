@@ -328,6 +328,8 @@ class DecoderLM(nn.Module):
     rope_fp32 = False
     #: checkpoint tensor names stored under another name in this module
     checkpoint_renames: dict[str, str] = {}
+    #: recompute each layer's activations in backward (training only)
+    gradient_checkpointing = False
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -416,7 +418,12 @@ class DecoderLM(nn.Module):
                     last_mask = mask[rows, :, last][:, :, None, :]
                 out[stop] = layer.forward_last(x, rope, last, past, last_mask)
                 break
-            x, _, _ = layer(x, rope, past, mask)
+            if self.gradient_checkpointing and self.training:
+                from torch.utils.checkpoint import checkpoint
+
+                x, _, _ = checkpoint(layer, x, rope, past, mask, use_reentrant=False)
+            else:
+                x, _, _ = layer(x, rope, past, mask)
             if i + 1 in wanted:
                 out[i + 1] = x[rows, last]
         return out
