@@ -181,3 +181,18 @@ def test_server_rerank(modernbert_dir):
     assert body.status_code == 200
     got = {r["index"]: r["score"] for r in body.json()}
     np.testing.assert_allclose([got[i] for i in range(len(DOCS))], want, atol=1e-5)
+
+
+def test_device_pool_spreads_a_big_job(modernbert_dir):
+    """devices=[...] gives a pool of ModernBERT replicas; scores equal one device's."""
+    from crossrank import Reranker
+    from crossrank.engine.pool import DevicePool
+
+    pairs = [(f"{QUERY} {i}", d) for i in range(30) for d in DOCS]  # distinct: no dedup
+    ref = np.array(Reranker(modernbert_dir, device="cpu").compute_score(pairs))
+    rr = Reranker(modernbert_dir, devices=["cpu", "cpu"], max_batch_tokens=64)
+    assert isinstance(rr.backend, DevicePool)
+    rr.backend.min_pairs = 50
+    got = np.array(rr.compute_score(pairs))
+    assert len(rr.backend.replicas) == 2
+    np.testing.assert_allclose(got, ref, atol=1e-5)
