@@ -77,6 +77,23 @@ def test_prefix_len_covers_the_query_and_is_shared(qwen3_dir):
         assert len(qt.prefix_ids) < e.prefix_len < len(e.ids)
 
 
+def test_chunk_windows_start_with_the_plain_input(qwen3_dir):
+    """Chunking tokenizes the query side and the document apart, split at ``<Document>:``
+    (a pre-tokenizer boundary of Qwen's split): the first window is the plain input, even for
+    queries ending in punctuation and documents starting with punctuation, digits, newlines."""
+    from crossrank.engine.chunking import ChunkSpec, encode_chunked
+
+    qt = pair_tokenizer(qwen3_dir, max_length=120)
+    docs = ["(see below) " + LONG, "\n\nindented\n" + LONG, "2024: " + LONG, "", " x", "?!"]
+    pairs = [(q, d) for q in ("what is panda?", "熊猫", "apt\n") for d in docs]
+    plain = qt.encode(pairs)
+    req = encode_chunked(qt, pairs, ChunkSpec(max_chunks=4, overlap=8))
+    first = [int(np.flatnonzero(req.doc_of == i)[0]) for i in range(len(pairs))]
+    assert [list(req.pairs[i].ids) for i in first] == [e.ids for e in plain]
+    assert [req.pairs[i].prefix_len for i in first] == [e.prefix_len for e in plain]
+    assert len(req.pairs) > len(pairs)  # long documents did get more windows
+
+
 def test_instruction_changes_the_input(qwen3_dir):
     qt = pair_tokenizer(qwen3_dir, instruction="Find Debian manual pages")
     ref = authors_inputs(

@@ -28,10 +28,27 @@ QWEN3_CORPUS = [
 ]
 
 
+#: Qwen2 / Qwen3's pre-tokenizer split (from their tokenizer.json): punctuation keeps the
+#: newlines that follow it ("?\n" is one piece), digits stand alone
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def qwen3_tokenizer(vocab_size: int = 600) -> Tokenizer:
-    """A byte-level BPE tokenizer with Qwen's chat special tokens and ``yes`` / ``no`` tokens."""
+    """A byte-level BPE tokenizer built like Qwen3's (NFC, its regex split, byte-level) with
+    its chat special tokens and ``yes`` / ``no`` tokens."""
+    from tokenizers import Regex, normalizers
+
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         train_corpus() + QWEN3_CORPUS * 5,
