@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,36 @@ def _copy(param: torch.Tensor, tensor: torch.Tensor, key: str, where: Path) -> N
             f"the model's {tuple(param.shape)}"
         )
     param.copy_(tensor.to(param.dtype))
+
+
+def apply_adapter_to(
+    model: nn.Module | None, adapter_dir: Path, *, backend: str, devices: list | None
+) -> None:
+    """:func:`apply_adapter` for a :class:`~crossrank.Reranker`'s loaded model, refusing the
+    set-ups an adapter cannot join (another backend, a pool of devices, an encoder)."""
+    from crossrank.errors import CrossrankError
+    from crossrank.models.decoder import DecoderLM
+
+    if not isinstance(model, DecoderLM) or backend != "torch" or devices:
+        raise CrossrankError(
+            "LoRA adapters load onto LLM families with backend='torch' on one device"
+        )
+    apply_adapter(model, adapter_dir)
+
+
+def split_adapter(
+    model: str | os.PathLike[str], adapter: str | os.PathLike[str] | None
+) -> tuple[str | os.PathLike[str], Path | None]:
+    """``(base model, adapter directory or None)`` from a Reranker's ``model`` / ``adapter``
+    arguments: ``model`` may itself be an adapter directory, whose base is read from its
+    ``adapter_config.json`` (``base_model_name_or_path``)."""
+    from crossrank.errors import CrossrankError
+
+    if adapter is not None:
+        adapter_dir = Path(adapter).expanduser()
+        if not is_adapter_dir(adapter_dir):
+            raise CrossrankError(f"adapter {adapter}: not a PEFT adapter directory")
+        return model, adapter_dir
+    if is_adapter_dir(Path(model).expanduser()):
+        return adapter_base(Path(model).expanduser()), Path(model).expanduser()
+    return model, None

@@ -7,13 +7,16 @@ group's scores become the loss, and how the trained model is written. One task p
 - :class:`~crossrank.train.tasks.encoder.EncoderTask`: cross-encoders, one logit per pair;
 - :class:`~crossrank.train.tasks.decoder.DecoderTask`: LLM rerankers (Gemma), the "Yes" logit;
 - :class:`~crossrank.train.tasks.decoder.LayerwiseTask`: layerwise MiniCPM, one score per
-  trained layer, losses summed over layers plus self-distillation towards the last layer.
+  trained layer, losses summed over layers plus self-distillation towards the last layer;
+- :class:`~crossrank.train.tasks.qwen3.Qwen3Task`: Qwen3-Reranker, the yes-minus-no logit;
+- :class:`~crossrank.train.tasks.modernbert.ModernBertTask`: ModernBERT cross-encoders.
 
-A new family's training is one module here plus one line in :func:`make_task`.
+A new family's training is one module here plus one line in :data:`TASKS`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,14 +76,17 @@ def make_task(init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.de
     from crossrank.families import family_for
 
     name = family_for(read_config(init_dir / "config.json")).name
-    if name == "encoder":
-        from crossrank.train.tasks.encoder import EncoderTask
-
-        return EncoderTask(init_dir, load_dir, cfg, device)
-    from crossrank.train.tasks.decoder import DecoderTask, LayerwiseTask
-
-    tasks: dict[str, type] = {"gemma": DecoderTask, "minicpm-layerwise": LayerwiseTask}
-    if name not in tasks:
+    if name not in TASKS:
         raise UnsupportedModelError(f"training the {name} family is not supported yet")
-    cls = tasks[name]
-    return cls(init_dir, load_dir, cfg, device)
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(init_dir, load_dir, cfg, device)
+
+
+#: family name -> "module:class" of its training task (one line per family)
+TASKS: dict[str, str] = {
+    "encoder": "crossrank.train.tasks.encoder:EncoderTask",
+    "gemma": "crossrank.train.tasks.decoder:DecoderTask",
+    "minicpm-layerwise": "crossrank.train.tasks.decoder:LayerwiseTask",
+    "qwen3": "crossrank.train.tasks.qwen3:Qwen3Task",
+    "modernbert": "crossrank.train.tasks.modernbert:ModernBertTask",
+}

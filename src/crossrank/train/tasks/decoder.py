@@ -134,8 +134,12 @@ class DecoderTask:
                 lora.load_adapter_state(self.model, load_dir)
         self.model.gradient_checkpointing = cfg.gradient_checkpointing
         self.model.train()
-        self.encoder = DecoderPairEncoder(init_dir, cfg, self.always_bos)
+        self.encoder = self.make_encoder(init_dir, cfg)
         self.pad_id = self.encoder.pad_id
+
+    def make_encoder(self, init_dir: Path, cfg: TrainConfig):
+        """The family's training inputs (the bge LLM rule here)."""
+        return DecoderPairEncoder(init_dir, cfg, self.always_bos)
 
     def check_options(self, cfg: TrainConfig) -> None:
         if cfg.start_layer is not None:
@@ -159,6 +163,9 @@ class DecoderTask:
             lora.save_adapter(self.model, dest, self.lora_config)
         else:
             state = lora.merged_state(self.model) if self.use_lora else self.model.state_dict()
+            # back to the checkpoint's own tensor names where ours differ
+            names = {ours: theirs for theirs, ours in self.model.checkpoint_renames.items()}
+            state = {names.get(k, k): v for k, v in state.items()}
             if dtype is not None:
                 state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
             save_safetensors(
