@@ -58,7 +58,16 @@ def cpu_description() -> str:
     }
     name = fields.get("model name", "")
     flags = set(fields.get("flags", "").split())
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"]
+    wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx_vnni",
+        "amx_int8",
+        "amx_bf16",
+    ]
     return f"{name or platform.machine()} ({' '.join(f for f in wanted if f in flags)})"
 
 
