@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crossrank._version import __version__
+from crossrank.distributed.cli import add_ray_args
 from crossrank.errors import CrossrankError
 from crossrank.files import open_input, parse_json_object, read_jsonl, require_str
 from crossrank.hub import BUNDLED_MODEL, DEFAULT_MODEL
@@ -101,6 +102,10 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from crossrank.distributed.cli import score_with_ray
+
+        return score_with_ray(args)
     rows, pairs = [], []
     for lineno, obj in read_jsonl(args.input):
         where = f"{args.input}:{lineno}"
@@ -172,6 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--input", "-i", required=True, help='JSON lines {"query", "passage"}; - = stdin'
     )
     p.add_argument("--output", "-o", default="-", help="output JSON lines (default stdout)")
+    add_ray_args(p, files=True)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("rank", help="rank documents for one query")

@@ -1,0 +1,221 @@
+"""``crossrank score --engine ray`` and ``crossrank eval --engine ray``: the Ray options, the
+cluster connection, and the batch scoring job (read, rerank, write atomically, summary line).
+
+This module imports Ray only when a Ray job runs, so ``crossrank --help`` stays fast and
+works without the ``ray`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+OUTPUT_FORMATS = ("parquet", "jsonl")
+
+
+def add_ray_args(p: argparse.ArgumentParser, *, files: bool = False) -> None:
+    """``--engine`` and the Ray options; with ``files`` also the file-format options of
+    ``crossrank score --engine ray``."""
+    g = p.add_argument_group("scale-out on Ray (pip install 'crossrank[ray]')")
+    g.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local (default: this process) or ray (Ray Data actors, one model each)",
+    )
+    g.add_argument("--replicas", type=int, default=1, help="Ray actors, one model each (1)")
+    g.add_argument("--gpus-per-replica", type=float, default=0, help="GPUs per actor (0)")
+    g.add_argument(
+        "--threads-per-replica", type=int, default=None, help="torch threads (and CPUs) per actor"
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join: auto (the running cluster) or HOST:PORT "
+        "(default: start a local Ray for this job)",
+    )
+    g.add_argument(
+        "--ray-batch-size", type=int, default=256, help="rows per actor call on Ray (256)"
+    )
+    if files:
+        g.add_argument(
+            "--input-format",
+            choices=("auto", "jsonl", "parquet"),
+            default="auto",
+            help="input files (default auto: .parquet is Parquet, else JSON lines)",
+        )
+        g.add_argument(
+            "--output-format", choices=OUTPUT_FORMATS, default="parquet", help="(parquet)"
+        )
+        g.add_argument("--query-column", default="query", help="(query)")
+        g.add_argument("--passage-column", default="passage", help="(passage)")
+
+
+def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~crossrank.Reranker` keywords of the shared model options, as
+    :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_length": args.max_length,
+        "reranker_batch_size": args.batch_size,
+        "normalize": args.normalize,
+        "backend": args.backend,
+        "quantize": args.quantize,
+    }
+
+
+def ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`~crossrank.distributed.ray_data.rerank_dataset` keywords of the Ray options."""
+    from crossrank.cli import UsageError
+
+    if args.replicas < 1:
+        raise UsageError("--replicas must be >= 1")
+    if args.gpus_per_replica < 0:
+        raise UsageError("--gpus-per-replica must be >= 0")
+    if args.threads_per_replica is not None and args.threads_per_replica < 1:
+        raise UsageError("--threads-per-replica must be >= 1")
+    if args.ray_batch_size < 1:
+        raise UsageError("--ray-batch-size must be >= 1")
+    return {
+        "replicas": args.replicas,
+        "gpus_per_replica": args.gpus_per_replica,
+        "threads_per_replica": args.threads_per_replica,
+        "batch_size": args.ray_batch_size,
+    }
+
+
+@contextlib.contextmanager
+def ray_session(args: argparse.Namespace) -> Iterator[Any]:
+    """Connected to the cluster of ``--ray-address`` (or a local Ray started for the job and
+    stopped after it); a user error raised on the cluster comes out unwrapped (one line)."""
+    from crossrank.distributed.ray_data import import_ray, user_error
+
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        if args.ray_address:
+            ray.init(address=args.ray_address, log_to_driver=True)
+        else:
+            # the actors hold their CPUs for the whole job: leave room for read/write tasks
+            per = float(args.threads_per_replica or 1)
+            need = int(args.replicas * per) + 1
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+        started = True
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    try:
+        yield ray
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None:
+            raise
+        raise err from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _output_target(output: str, inputs: list[str]) -> tuple[str, str | None]:
+    """(where Ray writes, final local directory or None for a URI): local outputs go to a
+    hidden sibling first and are renamed into place when complete."""
+    from crossrank.cli import UsageError
+
+    if output == "-":
+        raise UsageError("--engine ray writes a directory: give --output DIR")
+    if "://" in output:
+        return output, None
+    out = Path(output).resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{output}: exists and is not an empty directory")
+    if not out.parent.is_dir():
+        raise UsageError(f"{output}: its parent directory does not exist")
+    for path in inputs:
+        if "://" not in path and (
+            Path(path).resolve() == out or out in Path(path).resolve().parents
+        ):
+            raise UsageError(f"{output}: the output directory holds an input ({path})")
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    return str(staging), str(out)
+
+
+def _count_rows(path: str, fmt: str) -> int:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(path, format="parquet" if fmt == "parquet" else "json").count_rows()
+
+
+def score_with_ray(args: argparse.Namespace) -> int:
+    """``crossrank score --engine ray``: score files of pairs on Ray and write a directory."""
+    from crossrank.cli import UsageError
+    from crossrank.distributed.ray_data import rerank_dataset
+    from crossrank.distributed.sources import detect_format, expand_inputs, read_pairs
+    from crossrank.hub import resolve_model_dir
+
+    if args.input == "-":
+        raise UsageError("--engine ray reads files: give --input PATH, DIR or GLOB")
+    options = ray_options(args)
+    inputs = expand_inputs(args.input)
+    fmt = args.input_format
+    if fmt == "auto":
+        formats = {detect_format(p) for p in inputs}
+        if len(formats) > 1:
+            raise UsageError(f"{args.input}: mixes JSON lines and Parquet; give one kind")
+        fmt = formats.pop()
+    target, final = _output_target(args.output, inputs)
+    resolve_model_dir(args.model)  # a wrong model fails here, not in every actor
+    try:
+        with ray_session(args):
+            start = time.perf_counter()
+            ds = read_pairs(
+                inputs, fmt=fmt, query_column=args.query_column, passage_column=args.passage_column
+            )
+            scored = rerank_dataset(
+                ds,
+                model=args.model,
+                query_column=args.query_column,
+                passage_column=args.passage_column,
+                **options,
+                **reranker_options(args),
+            )
+            if args.output_format == "parquet":
+                scored.write_parquet(target)
+            else:  # pandas' JSON writer: 15 digits keep every fp32 score exact
+                scored.write_json(target, force_ascii=False, double_precision=15)
+        seconds = time.perf_counter() - start
+        if not Path(target).is_dir() and final is not None:
+            Path(target).mkdir()  # no input row: an empty result, still a directory
+        rows = _count_rows(target, args.output_format)
+        if final is not None:
+            if Path(final).is_dir():
+                Path(final).rmdir()  # empty (checked above)
+            os.replace(target, final)
+    except BaseException:
+        if final is not None:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    print(
+        f"crossrank: {rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):.1f} pairs/s) "
+        f"-> {final or target}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def ray_reranker(args: argparse.Namespace, model: str) -> Any:
+    """``crossrank eval --engine ray``: a :class:`~crossrank.distributed.ray_data.RayReranker`
+    for ``model`` with the command's options (used inside :func:`ray_session`)."""
+    from crossrank.distributed.ray_data import RayReranker
+
+    return RayReranker(model, **ray_options(args), **reranker_options(args))
