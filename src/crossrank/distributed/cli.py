@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -48,6 +49,14 @@ def add_ray_args(p: argparse.ArgumentParser, *, files: bool = False) -> None:
     g.add_argument(
         "--ray-batch-size", type=int, default=256, help="rows per actor call on Ray (256)"
     )
+    g.add_argument(
+        "--replica-resources",
+        type=_resources,
+        default=None,
+        metavar="JSON",
+        help="custom Ray resources per actor, e.g. '{\"scorer\": 1}' (nodes started with "
+        "ray start --resources)",
+    )
     if files:
         g.add_argument(
             "--input-format",
@@ -60,6 +69,18 @@ def add_ray_args(p: argparse.ArgumentParser, *, files: bool = False) -> None:
         )
         g.add_argument("--query-column", default="query", help="(query)")
         g.add_argument("--passage-column", default="passage", help="(passage)")
+
+
+def _resources(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and v > 0 for k, v in value.items()
+    ):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of positive numbers: {text}")
+    return {k: float(v) for k, v in value.items()}
 
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,6 +114,7 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
         "gpus_per_replica": args.gpus_per_replica,
         "threads_per_replica": args.threads_per_replica,
         "batch_size": args.ray_batch_size,
+        "resources": args.replica_resources,
     }
 
 

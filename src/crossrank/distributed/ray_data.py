@@ -179,6 +179,7 @@ def rerank_dataset(
     threads_per_replica: int | None = None,
     cpus_per_replica: float | None = None,
     reranker_batch_size: int | None = None,
+    resources: dict[str, float] | None = None,
     **reranker_options: Any,
 ) -> ray.data.Dataset:
     """``ds`` with a ``score`` column added by ``replicas`` actors, each holding one reranker.
@@ -202,6 +203,8 @@ def rerank_dataset(
             or 1).
         reranker_batch_size: the reranker's own ``batch_size=`` (most pairs per forward
             pass), named so because ``batch_size`` here is Ray's.
+        resources: custom Ray resources each actor needs (``{"scorer": 1}`` places the
+            actors on nodes started with ``ray start --resources '{"scorer": N}'``).
         **reranker_options: passed to :class:`~crossrank.Reranker` in each actor.
 
     Raises:
@@ -239,6 +242,7 @@ def rerank_dataset(
         batch_format="pyarrow",
         num_cpus=cpus_per_replica,
         num_gpus=gpus_per_replica or None,
+        resources=resources,
         udf_modifying_row_count=False,
     )
 
