@@ -180,22 +180,24 @@ def test_cli_bad_row_names_file_and_row(cluster, bert_dir, tmp_path, capsys, fmt
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
-def test_cli_subprocess_joins_cluster_bad_row_exit_2(cluster, bert_dir, tmp_path):
+def test_cli_subprocess_local_ray_bad_row_exit_2(cluster, bert_dir, tmp_path):
+    """No --ray-address: the command starts (and stops) its own local Ray."""
     path = tmp_path / "in.jsonl"
     path.write_text('{"query": "q", "passage": "p"}\n{"query": "q"}\n')
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
+    env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "crossrank", "score", "--engine", "ray", "--ray-address", cluster,
-         "--input", str(path), "--output", str(tmp_path / "out"), "-m", str(bert_dir)],
+        [sys.executable, "-m", "crossrank", "score", "--engine", "ray", "--input", str(path),
+         "--output", str(tmp_path / "out"), "-m", str(bert_dir)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert f"crossrank: error: {path}:2: missing string field 'passage'\n" in proc.stderr
+    assert proc.stderr.endswith(f"crossrank: error: {path}:2: missing string field 'passage'\n")
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
 def worker_pids() -> set[int]:

@@ -122,20 +122,31 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
 def ray_session(args: argparse.Namespace) -> Iterator[Any]:
     """Connected to the cluster of ``--ray-address`` (or a local Ray started for the job and
     stopped after it); a user error raised on the cluster comes out unwrapped (one line)."""
+    from crossrank.cli import UsageError
     from crossrank.distributed.ray_data import import_ray, user_error
 
     ray = import_ray()
-    started = False
-    if not ray.is_initialized():
-        if args.ray_address:
+    started = not ray.is_initialized()
+    if started and args.ray_address:
+        try:
             ray.init(address=args.ray_address, log_to_driver=True)
-        else:
-            # the actors hold their CPUs for the whole job: leave room for read/write tasks
-            per = float(args.threads_per_replica or 1)
-            need = int(args.replicas * per) + 1
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
-        started = True
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"--ray-address {args.ray_address}: {reason}") from None
+    elif started:
+        # the actors hold their CPUs for the whole job: leave room for read/write tasks
+        need = int(args.replicas * float(args.threads_per_replica or 1)) + 1
+        ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if args.replicas * args.gpus_per_replica > gpus:
+            ray.shutdown()
+            raise UsageError(
+                f"{args.replicas} replicas x {args.gpus_per_replica:g} GPUs need "
+                f"{args.replicas * args.gpus_per_replica:g} GPUs; this machine has {gpus:g}"
+            )
+    context = ray.data.DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # output rows in input order
     try:
         yield ray
     except Exception as exc:
@@ -144,6 +155,7 @@ def ray_session(args: argparse.Namespace) -> Iterator[Any]:
             raise
         raise err from None
     finally:
+        context.execution_options.preserve_order = preserve
         if started:
             ray.shutdown()
 
