@@ -29,14 +29,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venv-peers"
-PEER_PACKAGES = ["FlagEmbedding", "transformers<5", "sentence-transformers"]
+PEER_PACKAGES = ["FlagEmbedding", "transformers<5", "sentence-transformers[onnx,openvino]"]
 
 
 def peers_python() -> Path:
     """The peers' interpreter, creating and filling their virtual environment if needed."""
     py = VENV / "bin" / "python"
     stamp = VENV / ".installed"
-    if not stamp.is_file():
+    if not stamp.is_file() or stamp.read_text().strip() != " ".join(PEER_PACKAGES):
         if not py.is_file():
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         cmd = [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
@@ -66,7 +66,8 @@ def peer_versions(py: Path) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json;"
         "print(json.dumps({p: m.version(p) for p in "
-        "['FlagEmbedding','sentence-transformers','transformers','torch']}))"
+        "['FlagEmbedding','sentence-transformers','transformers','torch','onnxruntime',"
+        "'openvino','optimum']}))"
     )
     return json.loads(subprocess.run([str(py), "-c", code], capture_output=True, text=True).stdout)
 
@@ -129,6 +130,7 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
 
     with open(pairs_file, encoding="utf-8") as fh:
         pairs = [[r["query"], r["passage"]] for r in map(json.loads, fh)]
+    queries = [q for q, _ in pairs]
     lengths = pair_lengths(model_dir, pairs)
     config = json.loads((model_dir / "config.json").read_text())
     flops = model_flops(config, lengths)
@@ -148,9 +150,17 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
     for bs in args.flag_batch_sizes:
         fargs = ["--lib", "flag", "--batch-size", str(bs), "--dtype", flag_dtype]
         plan.append((f"FlagReranker {flag_dtype} bs={bs}", peers_py, fargs, env_peers))
-    if args.st:
-        sargs = ["--lib", "st", "--dtype", flag_dtype]
-        plan.append((f"sentence-transformers {flag_dtype} (bs=32)", peers_py, sargs, env_peers))
+    export_dir = args.cache / f"st-exports-{name}"
+    for variant in args.st_backends if args.device == "cpu" else ["torch"]:
+        backend, _, kind = variant.partition("-")
+        sargs = ["--lib", "st", "--backend", backend, "--export-dir", str(export_dir)]
+        if kind == "int8":
+            sargs += ["--quantize", "int8"]
+        dtype = "fp32" if kind in ("fp32", "int8") or backend != "openvino" else "default"
+        sargs += ["--dtype", flag_dtype if backend == "torch" else dtype]
+        what = {"torch": flag_dtype, "onnx": kind or "fp32", "openvino": kind or "default"}
+        label = f"sentence-transformers {backend} {what[backend]}"
+        plan.append((label, peers_py, sargs, env_peers))
     # rounds: every configuration once per round, so load changes hit all of them alike
     by_label: dict[str, dict] = {}
     for rnd in range(args.rounds):
@@ -186,6 +196,7 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
                 "vs_flag_best": (flag_best / sec) if flag_best else None,
                 "mfu": flops / sec / (peak * 1e9),
                 "max_abs_diff": float(np.abs(scores - ref).max()) if ref is not None else None,
+                "spearman": mean_spearman(queries, scores, ref) if ref is not None else None,
             }
         )
     return {
@@ -198,20 +209,43 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
     }
 
 
+def mean_spearman(queries: list[str], scores, ref) -> float:
+    """Mean over queries of the Spearman correlation of ``scores`` with ``ref`` (fidelity of
+    the ranking each query gets)."""
+    import numpy as np
+
+    def ranks(x):
+        return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float)
+
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(q, []).append(i)
+    rhos = []
+    for idx in groups.values():
+        if len(idx) > 2:
+            a, b = ranks(np.asarray(ref)[idx]), ranks(np.asarray(scores)[idx])
+            rhos.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.mean(rhos)) if rhos else float("nan")
+
+
 def print_table(result: dict) -> None:
     print(
         f"\n### {result['model']}: {result['pairs']} pairs, {result['tokens']} tokens "
         f"(mean {result['mean_tokens']:.0f}), {result['gflop']:.0f} GFLOP\n"
     )
-    print("| run | best s | pairs/s | tokens/s | x FlagReranker best | MFU | max abs diff | load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| run | best s | pairs/s | tokens/s | x FlagReranker best | MFU | max abs diff "
+        "| Spearman | load |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         ratio = f"{r['vs_flag_best']:.2f}" if r["vs_flag_best"] else "-"
         diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
         load = f"{min(r['load_avg']):.1f}-{max(r['load_avg']):.1f}"
+        rho = f"{r['spearman']:.4f}" if r["spearman"] is not None else "-"
         print(
             f"| {r['label']} | {r['best_seconds']:.2f} | {r['pairs_per_s']:.1f} | "
-            f"{r['tokens_per_s']:.0f} | {ratio} | {100 * r['mfu']:.1f}% | {diff} | {load} |"
+            f"{r['tokens_per_s']:.0f} | {ratio} | {100 * r['mfu']:.1f}% | {diff} | {rho} | {load} |"
         )
 
 
@@ -223,7 +257,11 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--flag-batch-sizes", default="8,16,32,64,128")
     ap.add_argument("--ours", default="torch,onnx,onnx-int8")
-    ap.add_argument("--no-st", dest="st", action="store_false")
+    ap.add_argument(
+        "--st-backends",
+        default="torch,onnx,onnx-int8,openvino,openvino-fp32",
+        help="sentence-transformers configurations ('' for none)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="timed runs of each configuration")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (GPU: see README)")
     ap.add_argument(
@@ -235,6 +273,7 @@ def main() -> None:
     args = ap.parse_args()
     args.flag_batch_sizes = [int(x) for x in args.flag_batch_sizes.split(",") if x]
     args.ours = [x for x in args.ours.split(",") if x]
+    args.st_backends = [x for x in args.st_backends.split(",") if x]
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT / "src"))
     import prepare

@@ -5,7 +5,7 @@ and sentence-transformers in the peers' virtual environment (which lacks crossra
 
     python worker.py --lib crossrank|flag|st --model DIR --pairs FILE [--batch-size N]
                      [--backend torch|onnx] [--quantize int8] [--repeats R]
-                     [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+                     [--device cpu|cuda] [--dtype fp32|fp16|bf16] [--export-dir DIR]
 
 Every library loads the same checkpoint directory and scores the same pairs (raw logits, in
 input order). A short warm-up run (first 32 pairs) precedes the timed runs; the JSON holds
@@ -56,15 +56,8 @@ def scorer(args):
         return lambda pairs: [float(s) for s in fr.compute_score(pairs)]
     if args.lib == "st":
         import torch
-        from sentence_transformers import CrossEncoder
 
-        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-        ce = CrossEncoder(
-            args.model,
-            device=args.device,
-            max_length=512,
-            model_kwargs={"torch_dtype": dtypes[args.dtype]},
-        )
+        ce = st_cross_encoder(args)
         kw = {"batch_size": args.batch_size} if args.batch_size else {}
         return lambda pairs: [
             float(s)
@@ -73,6 +66,48 @@ def scorer(args):
             )
         ]
     raise SystemExit(f"unknown lib {args.lib}")
+
+
+def st_cross_encoder(args):
+    """sentence-transformers' CrossEncoder on the backend a user would pick for speed:
+    ``torch``; ``onnx`` (fp32, or ``--quantize int8``: its own dynamic int8 export for this
+    CPU, ``avx512_vnni`` where present, else ``avx2``); ``openvino`` at its default precision
+    (bf16 inference on CPUs with bf16 units) or ``--dtype fp32`` (``INFERENCE_PRECISION_HINT``
+    f32). Exports are written once under ``--export-dir``."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    if args.backend == "torch":
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        return CrossEncoder(
+            args.model,
+            device=args.device,
+            max_length=512,
+            model_kwargs={"torch_dtype": dtypes[args.dtype]},
+        )
+    export = Path(args.export_dir) / args.backend
+    if not (export / "config.json").is_file():  # export once: checkpoint + ONNX / OpenVINO
+        tmp = export.with_name(export.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        CrossEncoder(args.model, backend=args.backend, max_length=512).save_pretrained(str(tmp))
+        tmp.rename(export)
+    kwargs: dict = {}
+    if args.backend == "onnx" and args.quantize == "int8":
+        from sentence_transformers import export_dynamic_quantized_onnx_model
+
+        flags = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+        config = "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+        name = f"onnx/model_qint8_{config}.onnx"
+        if not (export / name).is_file():
+            ce = CrossEncoder(str(export), backend="onnx", max_length=512)
+            export_dynamic_quantized_onnx_model(ce, config, str(export))
+        kwargs["file_name"] = name
+    if args.backend == "openvino" and args.dtype == "fp32":
+        kwargs["ov_config"] = {"INFERENCE_PRECISION_HINT": "f32"}
+    return CrossEncoder(str(export), backend=args.backend, max_length=512, model_kwargs=kwargs)
 
 
 def main() -> None:
@@ -87,6 +122,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--export-dir", default=None, help="st onnx/openvino: where exports live")
     args = ap.parse_args()
     import torch
 

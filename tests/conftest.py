@@ -68,3 +68,14 @@ def minicpm_dir(tiny_dir: Path) -> Path:
     from tiny_llm import minicpm_checkpoint
 
     return minicpm_checkpoint(tiny_dir / "minicpm")
+
+
+#: one tiny checkpoint fixture per model family: tests of features that every family must
+#: support are parametrized over these (a new family adds its fixture here)
+FAMILY_FIXTURES = ("bert_dir", "gemma_dir", "minicpm_dir")
+
+
+@pytest.fixture(params=FAMILY_FIXTURES)
+def family_dir(request) -> Path:
+    """A tiny checkpoint of each model family in turn."""
+    return request.getfixturevalue(request.param)

@@ -41,22 +41,23 @@ def gemma_reference(model_dir, pairs, max_length=512):
     return np.array(out)
 
 
-def test_reranker_detects_decoders_and_keeps_encoders(gemma_dir, minicpm_dir, bert_dir):
+def test_reranker_picks_the_family_from_the_config(gemma_dir, minicpm_dir, bert_dir):
     from crossrank import Reranker
-    from crossrank.llm_reranker import LLMReranker
 
     enc = Reranker(bert_dir)
-    assert type(enc) is Reranker
+    assert type(enc) is Reranker and enc.family.name == "encoder"
     scores = enc.compute_score([["what is panda?", "a bear"], ["what is panda?", "hi"]])
-    ranked = enc.rank("what is panda?", ["a bear", "hi"])  # the ranking hook, encoder side
+    ranked = enc.rank("what is panda?", ["a bear", "hi"])
     assert [r.index for r in ranked] == sorted([0, 1], key=lambda i: -scores[i])
-    assert isinstance(Reranker(gemma_dir), LLMReranker)
+    gemma = Reranker(gemma_dir)
+    assert type(gemma) is Reranker and gemma.family.name == "gemma"
     lw = Reranker(minicpm_dir)
-    assert isinstance(lw, LLMReranker) and lw.cutoff_layers == [4]
-    assert type(copy.copy(lw)) is LLMReranker  # __new__ dispatch does not break copies
-    # help() and IDEs show the constructors' real arguments
-    assert "max_length" in inspect.signature(Reranker).parameters
-    assert "cutoff_layers" in inspect.signature(LLMReranker).parameters
+    assert lw.family.name == "minicpm-layerwise" and lw.cutoff_layers == [4]
+    assert enc.cutoff_layers is None and gemma.outputs == ("score",)
+    assert type(copy.copy(lw)) is Reranker
+    # one constructor for every family: help() and IDEs show its real arguments
+    params = inspect.signature(Reranker).parameters
+    assert {"max_length", "cutoff_layers", "prompt", "backend", "instruction"} <= set(params)
 
 
 def test_gemma_reranker_matches_reference(gemma_dir):
@@ -116,23 +117,32 @@ def test_layerwise_cutoffs_through_the_api(minicpm_dir, gemma_dir):
     )
     rr = Reranker(minicpm_dir, max_length=32, cutoff_layers=[3, 1], max_batch_tokens=300)
     rr.backend.min_shared_fraction = 0.0  # always share (compared with unshared below)
-    got = rr.compute_score(PAIRS)
-    assert len(got) == 2 and all(len(col) == len(PAIRS) for col in got)
-    diff = np.abs(np.array(got).T - ref).max()
+    got = rr.compute_layer_scores(PAIRS)
+    assert list(got) == [3, 1] and all(len(col) == len(PAIRS) for col in got.values())
+    diff = np.abs(np.array([got[3], got[1]]).T - ref).max()
     print(f"layerwise reranker vs reference max abs diff {diff:.2e}")
     assert diff < 1e-4
+    # compute_score is always one flat list: the first cutoff layer's scores
+    assert np.abs(np.array(rr.compute_score(PAIRS)) - ref[:, 0]).max() < 1e-4
     unshared = Reranker(minicpm_dir, max_length=32, cutoff_layers=[3, 1], share_prefix=False)
-    assert np.abs(np.array(unshared.compute_score(PAIRS)) - np.array(got)).max() < 1e-4
-    one = rr.compute_score(PAIRS, cutoff_layers=1)  # per-call override -> a flat list
+    again = unshared.compute_layer_scores(PAIRS)
+    assert np.abs(np.array(again[1]) - np.array(got[1])).max() < 1e-4
+    one = rr.compute_score(PAIRS, cutoff_layers=1)  # per-call override
     assert np.abs(np.array(one) - ref[:, 1]).max() < 1e-4
+    per_call = rr.compute_layer_scores(PAIRS[:3], cutoff_layers=[1])
+    assert list(per_call) == [1] and np.allclose(per_call[1], ref[:3, 1], atol=1e-4)
     ranked = rr.rank(QUERIES[0], DOCS)  # ranks by the first cutoff (3)
     assert [r.index for r in ranked] == list(np.argsort(-ref[: len(DOCS), 0], kind="stable"))
-    assert rr.compute_score([]) == [[], []]
+    assert rr.compute_score([]) == [] and rr.compute_layer_scores([]) == {3: [], 1: []}
     with pytest.raises(InputError, match="cutoff layers"):
         rr.compute_score(PAIRS[:1], cutoff_layers=[9])
+    with pytest.raises(InputError, match="compute_layer_scores"):
+        rr.compute_score(PAIRS[:1], cutoff_layers=[1, 3])
     with pytest.raises(CrossrankError, match="cutoff_layers"):
         Reranker(gemma_dir, cutoff_layers=[1])
-    with pytest.raises(CrossrankError, match="not supported for LLM rerankers"):
+    with pytest.raises(InputError, match="layerwise"):
+        Reranker(gemma_dir).compute_layer_scores(PAIRS[:1])
+    with pytest.raises(CrossrankError, match="backend='onnx'.*not supported by the gemma"):
         Reranker(gemma_dir, backend="onnx")
 
 

@@ -143,10 +143,15 @@ class _OomBelow:
     """A backend wrapper that fails like CUDA does when a batch holds more than ``limit`` pairs."""
 
     name = "oom-test"
+    n_outputs = 1
 
     def __init__(self, inner: TorchBackend, limit: int) -> None:
         self.inner, self.limit, self.device = inner, limit, inner.device
+        self.model = inner.model
         self.sizes: list[int] = []
+
+    def workers_for(self, n_pairs, n_batches):
+        return 1
 
     def score(self, batch):
         self.sizes.append(batch.shape[0])
@@ -213,3 +218,54 @@ def test_import_is_lazy():
 
     code = "import crossrank, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pairs_in_every_shape_users_pass(rr):
+    """Generators, tuples, 2-D numpy arrays of strings and DataFrame-like objects (.values)."""
+    pairs = [("what is panda?", "a bear"), ("what is panda?", "hi"), ("q", "passage three")]
+    want = rr.compute_score(pairs)
+
+    class FrameLike:  # what pandas gives: a .values 2-D array
+        values = np.array(pairs, dtype=object)
+
+    for shaped in (
+        (p for p in pairs),
+        tuple(pairs),
+        [list(p) for p in pairs],
+        np.array(pairs),
+        FrameLike(),
+    ):
+        np.testing.assert_allclose(rr.compute_score(shaped), want, atol=1e-6)
+    assert rr.compute_score(np.array(pairs[0])) == pytest.approx(want[:1], abs=1e-6)
+    assert rr.compute_score(iter([])) == []
+
+
+def test_user_mistakes_are_clear_input_errors(rr, bert_dir):
+    from crossrank.errors import CrossrankError, InputError
+
+    mistakes = [
+        (lambda: rr.rank("q", "abc"), "single string"),
+        (lambda: rr.compute_score("q"), "single string"),
+        (lambda: rr.compute_score(np.array([["a", "b", "c"]])), r"shape \[n, 2\]"),
+        (lambda: rr.compute_score([("q", 3)]), "two strings"),
+        (lambda: rr.compute_score([("q", "p")], batch_size=-1), "batch_size"),
+        (lambda: rr.compute_score([("q", "p")], batch_size=0), "batch_size"),
+        (lambda: rr.compute_score([("q", "p")], max_length=0), "max_length"),
+        (lambda: rr.compute_score([("q", "p")], max_chunks_per_doc=0), "max_chunks_per_doc"),
+        (lambda: rr.compute_score([("q", "p")], chunk_overlap=-1), "chunk_overlap"),
+        (lambda: rr.compute_score([("q", "bad \ud800 text")]), "not valid Unicode"),
+        (lambda: rr.rank("q", ["a"], top_k=-1), "top_k"),
+        (lambda: rr.rank("q", ["a"], top_k=1.5), "top_k"),
+        (lambda: rr.compute_score([("q", "p")], prompt="x"), "prompt"),
+    ]
+    for call, message in mistakes:
+        with pytest.raises(InputError, match=message):
+            call()
+    for kwargs, message in (
+        ({"query_max_length": -1}, "query_max_length"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_batch_tokens": -5}, "max_batch_tokens"),
+        ({"prompt": "Yes or No?"}, "prompt='Yes or No\\?': not supported by the encoder"),
+    ):
+        with pytest.raises(CrossrankError, match=message):
+            Reranker(bert_dir, **kwargs)

@@ -238,6 +238,11 @@ class FailingBackend:
 
     name = "failing"
     device = torch.device("cpu")
+    n_outputs = 1
+    model = None
+
+    def workers_for(self, n_pairs, n_batches):
+        return 1
 
     def score(self, batch):
         raise RuntimeError("device lost")

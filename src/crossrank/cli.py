@@ -66,9 +66,10 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
     p.add_argument("--normalize", action="store_true", help="sigmoid scores instead of logits")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "auto"),
         default="torch",
-        help="torch (default) or onnx (ONNX Runtime, needs crossrank[onnx])",
+        help="torch (default, exact), onnx (ONNX Runtime, needs crossrank[onnx]), or auto "
+        "(the fastest faithful backend for this machine)",
     )
     p.add_argument(
         "--quantize",
@@ -76,6 +77,51 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
         default=None,
         help="int8: dynamic int8 quantization (with --backend onnx)",
     )
+    p.add_argument("--prompt", default=None, help="LLM rerankers: the instruction after the pair")
+    p.add_argument(
+        "--instruction",
+        default=None,
+        help="rerankers with a task instruction in their template (Qwen3-Reranker)",
+    )
+    p.add_argument(
+        "--cutoff-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="layerwise rerankers: score at this layer (the first one given)",
+    )
+
+
+def add_chunk_args(p: argparse.ArgumentParser) -> None:
+    """Long-document options of the commands that score documents (score, rank, eval)."""
+    p.add_argument(
+        "--max-chunks-per-doc",
+        type=int,
+        default=None,
+        help="score a passage longer than fits by its best window, of at most N windows",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=None,
+        help="tokens shared by consecutive windows (32)",
+    )
+    p.add_argument(
+        "--max-tokens-per-doc",
+        type=int,
+        default=None,
+        help="read at most N tokens of each passage",
+    )
+
+
+#: options of :func:`add_model_args` with the values commands that lack them get
+_MODEL_DEFAULTS: dict[str, Any] = {
+    "backend": "torch",
+    "quantize": None,
+    "prompt": None,
+    "instruction": None,
+    "cutoff_layers": None,
+}
 
 
 def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any):
@@ -85,6 +131,7 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
     """
     from crossrank.reranker import Reranker
 
+    given = {k: vars(args).get(k, v) for k, v in _MODEL_DEFAULTS.items()}
     return Reranker(
         args.model if model is None else model,
         device=args.device,
@@ -92,10 +139,15 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
         max_length=args.max_length,
         batch_size=args.batch_size,
         normalize=args.normalize,
-        backend=getattr(args, "backend", "torch"),
-        quantize=getattr(args, "quantize", None),
+        **given,
         **extra,
     )
+
+
+def score_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-call options of :func:`add_chunk_args` for ``compute_score`` / ``rank``."""
+    names = ("max_chunks_per_doc", "chunk_overlap", "max_tokens_per_doc")
+    return {k: vars(args)[k] for k in names if vars(args).get(k) is not None}
 
 
 # -- score -------------------------------------------------------------------------------
@@ -112,7 +164,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         pairs.append((require_str(obj, "query", where), require_str(obj, "passage", where)))
         rows.append(obj)
     reranker = load_reranker(args)
-    scores = reranker.compute_score(pairs) if pairs else []
+    scores = reranker.compute_score(pairs, **score_options(args)) if pairs else []
     lines = [
         json.dumps({**obj, "score": s}, ensure_ascii=False) + "\n" for obj, s in zip(rows, scores)
     ]
@@ -151,7 +203,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise UsageError("--top-k must be >= 0")
     docs = read_documents(args.documents)
     reranker = load_reranker(args)
-    results = reranker.rank(args.query, docs, top_k=args.top_k)
+    results = reranker.rank(args.query, docs, top_k=args.top_k, **score_options(args))
     if args.json:
         for rank, r in enumerate(results, 1):
             row = {"rank": rank, "index": r.index, "score": r.score}
@@ -173,6 +225,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score (query, passage) pairs from JSON lines")
     add_model_args(p)
+    add_chunk_args(p)
     p.add_argument(
         "--input", "-i", required=True, help='JSON lines {"query", "passage"}; - = stdin'
     )
@@ -182,6 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("rank", help="rank documents for one query")
     add_model_args(p)
+    add_chunk_args(p)
     p.add_argument("--query", "-q", required=True)
     p.add_argument(
         "--documents", "-d", required=True, help="JSON lines with text (and id) or plain text"

@@ -1,4 +1,5 @@
-"""Typed view of a Hugging Face encoder ``config.json``."""
+"""Typed view of a Hugging Face encoder ``config.json`` (the encoder family's config) and
+reading config files."""
 
 from __future__ import annotations
 
@@ -22,26 +23,7 @@ BARE_ENCODERS = {
     "BertModel": "bert",
 }
 MODEL_TYPES = {"xlm-roberta": "roberta", "roberta": "roberta", "bert": "bert"}
-#: decoder-only (LLM) rerankers, mapped to their model kind (see crossrank.models.decoder)
-DECODER_ARCHITECTURES = {
-    "GemmaForCausalLM": "gemma",
-    "LayerWiseMiniCPMForCausalLM": "minicpm-layerwise",
-}
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
-
-
-def supported_architectures() -> list[str]:
-    """Names of every architecture crossrank can load (sorted)."""
-    return sorted([*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS, *DECODER_ARCHITECTURES])
-
-
-def model_kind(raw: dict[str, Any]) -> str:
-    """``"encoder"`` for cross-encoders, else the decoder kind (``"gemma"``,
-    ``"minicpm-layerwise"``) named by the ``architectures`` of a config.json."""
-    for arch in raw.get("architectures") or []:
-        if arch in DECODER_ARCHITECTURES:
-            return DECODER_ARCHITECTURES[arch]
-    return "encoder"
 
 
 @dataclass(frozen=True)
@@ -86,6 +68,8 @@ class EncoderConfig:
         arch = next((a for a in archs if a in SEQUENCE_CLASSIFICATION or a in BARE_ENCODERS), None)
         if arch is None:
             if archs:
+                from crossrank.families import supported_architectures
+
                 raise UnsupportedModelError(
                     f"unsupported architecture {archs[0]!r}; supported: "
                     + ", ".join(supported_architectures())

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from crossrank.errors import CrossrankError, InputError
 from crossrank.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from crossrank.engine.auto import BackendChoice
+    from crossrank.engine.backend import Backend
+    from crossrank.engine.encoding import PairEncoding
+    from crossrank.engine.runner import Engine
+    from crossrank.families.base import Scoring
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,65 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` checked to be an int >= ``minimum`` (bools refused), else a clear InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def as_pairs(pairs: Any) -> list[tuple[str, str]]:
+    """``[query, passage]`` pairs from what users pass: one pair, a list / tuple / generator of
+    pairs, a 2-D numpy array of strings, or a pandas-like object with ``.values``."""
+    values = getattr(pairs, "values", None)  # pandas DataFrame: its 2-D array
+    if isinstance(values, np.ndarray):
+        pairs = values
+    if isinstance(pairs, np.ndarray):
+        if pairs.ndim == 1 and pairs.shape[0] == 2:
+            pairs = pairs[None, :]
+        if pairs.ndim != 2 or pairs.shape[1] != 2:
+            raise InputError(f"a pairs array must have shape [n, 2], got {list(pairs.shape)}")
+        pairs = pairs.tolist()
+    elif isinstance(pairs, (str, bytes)):
+        raise InputError("pairs must be [query, passage] pairs, got a single string")
+    elif isinstance(pairs, Mapping) or not isinstance(pairs, Iterable):
+        raise InputError(
+            f"pairs must be an iterable of [query, passage] pairs, got {type(pairs).__name__}"
+        )
+    items = pairs if isinstance(pairs, Sequence) else list(pairs)
+    if len(items) == 2 and all(isinstance(x, str) for x in items):
+        return [(items[0], items[1])]
+    out = []
+    for i, pair in enumerate(items):
+        if isinstance(pair, (str, bytes, Mapping)) or not isinstance(pair, Iterable):
+            raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
+        pair = tuple(pair)
+        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise InputError(f"pair {i} must be two strings [query, passage]: {pair!r:.80}")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def as_documents(documents: Any, where: str = "documents") -> list[Document]:
+    """A list of documents (strings or mappings with ``text``); a lone string is refused."""
+    if isinstance(documents, (str, bytes)):
+        raise InputError(f"{where} must be a list of documents, got a single string")
+    if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
+        raise InputError(f"{where} must be a list of documents, got {type(documents).__name__}")
+    return list(documents)
+
+
+def check_text(texts: Iterable[str], what: str) -> None:
+    """Raise an InputError for the first text that is not valid Unicode (lone surrogates)."""
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{what} {i} is not valid Unicode: {exc.reason} at {exc.start}"
+            ) from None
+
+
 def document_text(doc: Document, index: int) -> str:
     """The text of a document given as a string or a mapping with ``text``."""
     if isinstance(doc, str):
@@ -91,7 +156,12 @@ def document_text(doc: Document, index: int) -> str:
 
 
 class Reranker:
-    """Cross-encoder reranker with the reference's input rules and exact scores.
+    """Reranker with the reference's input rules and exact scores, for every model family.
+
+    The family (encoder cross-encoder, bge-reranker-v2-gemma, the layerwise MiniCPM, ...) is
+    read from the checkpoint's config.json (:mod:`crossrank.families`); every option below works
+    for every family unless it says otherwise, and an option a family cannot honour raises a
+    :class:`~crossrank.errors.CrossrankError`.
 
     Args:
         model: a checkpoint directory in Hugging Face layout, a hub id, or the bundled
@@ -104,18 +174,29 @@ class Reranker:
         query_max_length: longest query in tokens (default ``max_length * 3 // 4``).
         batch_size: most pairs in one forward pass (default: only the token budget limits).
         normalize: return sigmoid scores instead of raw logits by default.
-        query_instruction / passage_instruction: strings put before every query / passage.
+        query_instruction / passage_instruction: strings put before every query / passage
+            (LLM families default to ``"A: "`` / ``"B: "``, as FlagEmbedding does).
         max_batch_tokens: padded-token budget of a forward pass (default on the CPU: sized so
             the widest activation stays under 16 MiB, 1024 tokens for bge-reranker-base,
             2048 for MiniLM; 512 with ``backend="onnx"``; 65536 on CUDA).
         show_progress: progress bar on or off; default on for jobs of 1024 pairs or more.
-        backend: ``"torch"`` (default, our PyTorch model) or ``"onnx"`` (ONNX Runtime, needs
-            ``pip install 'crossrank[onnx]'``; the exported model is cached on disk).
-        quantize: ``None`` or ``"int8"`` (ONNX backend only: dynamic int8 quantization of the
-            linear layers; faster on CPUs with VNNI, scores change slightly).
-        devices: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs over, one model
-            replica each; replicas load on the first job of 4096 pairs or more, smaller jobs
-            run on the first device. Overrides ``device``.
+        revision: hub revision (branch, tag or commit) of a hub id.
+        backend: ``"torch"`` (default, our PyTorch model, every family); encoders also
+            ``"onnx"`` (ONNX Runtime, needs ``pip install 'crossrank[onnx]'``; the export is
+            cached on disk). ``"auto"``: the fastest backend that keeps the fidelity promise on
+            this machine (ONNX int8 on CPUs with VNNI, bf16 on CPUs with bf16 units; see
+            :mod:`crossrank.engine.auto`), logged, and in :attr:`backend_choice`.
+        quantize: encoders with ``backend="onnx"``: ``None`` or ``"int8"``.
+        devices: encoders: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs
+            over, one model replica each. Overrides ``device``.
+        prompt: LLM families: the instruction after the pair (default: FlagEmbedding's).
+        cutoff_layers: layerwise families: an int or a list of layers in
+            ``[start_layer, num_hidden_layers]`` (default: the last layer); the forward pass
+            stops at the largest. :meth:`compute_score` gives the first layer's scores,
+            :meth:`compute_layer_scores` all of them.
+        share_prefix: LLM families: compute the query prefix's keys/values once for all
+            passages (and chunks) of a query (default True; scores are unchanged).
+        instruction: families with a task instruction in their template (Qwen3-Reranker).
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -123,27 +204,8 @@ class Reranker:
         [5.26...]
         >>> rr.rank("what is panda?", ["hi", "The giant panda is a bear."])  # doctest: +SKIP
         [RankResult(index=1, score=5.26..., document=None), RankResult(index=0, ...)]
+        >>> rr.rank("q", [long_document], max_chunks_per_doc=8)  # best 512-token window  # doctest: +SKIP
     """
-
-    def __new__(
-        cls, model: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any
-    ) -> Reranker:
-        """A decoder checkpoint (config.json ``architectures``) gives an
-        :class:`~crossrank.llm_reranker.LLMReranker`, which also takes ``prompt=`` and
-        ``cutoff_layers=``."""
-        if cls is Reranker and model is not None:  # (None: copy / unpickle)
-            from crossrank.config import model_kind, read_config
-            from crossrank.hub import resolve_model_dir
-
-            model_dir = resolve_model_dir(model, revision=kwargs.get("revision"))
-            if model_kind(read_config(model_dir / "config.json")) != "encoder":
-                from crossrank.llm_reranker import LLMReranker
-
-                cls = LLMReranker
-            obj = super().__new__(cls)
-            obj._resolved_dir = model_dir
-            return obj
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -163,68 +225,151 @@ class Reranker:
         backend: str = "torch",
         quantize: str | None = None,
         devices: Sequence[str | torch.device] | None = None,
+        prompt: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
+        share_prefix: bool = True,
+        instruction: str | None = None,
     ) -> None:
-        from crossrank.config import EncoderConfig, read_config
-        from crossrank.engine.backend import create_backend
-        from crossrank.engine.runner import Engine
-        from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
+        from crossrank.config import read_config
+        from crossrank.families import family_for
+        from crossrank.families.base import Runtime, ScoreOptions
         from crossrank.hub import resolve_model_dir
-        from crossrank.models import load_cross_encoder
 
         self.model_name = str(model)
-        self.model_dir: Path = getattr(self, "_resolved_dir", None) or resolve_model_dir(
-            model, revision=revision
+        self.model_dir: Path = resolve_model_dir(model, revision=revision)
+        raw = read_config(self.model_dir / "config.json")
+        self.family = family_for(raw)
+        self._check_options(
+            backend=backend,
+            quantize=quantize,
+            devices=devices,
+            prompt=prompt,
+            cutoff_layers=cutoff_layers,
+            share_prefix=share_prefix,
+            instruction=instruction,
         )
+        for name, value in (
+            ("batch_size", batch_size),
+            ("query_max_length", query_max_length),
+            ("max_batch_tokens", max_batch_tokens),
+        ):
+            if value is not None:
+                positive_int(name, value)
+        self.config = self.family.parse_config(raw)
         pool = [resolve_device(d) for d in devices] if devices else None
         self.device = pool[0] if pool else resolve_device(device)
+        #: what ``backend="auto"`` chose (None for an explicit backend)
+        self.backend_choice: BackendChoice | None = None
+        if backend == "auto":
+            backend, quantize, dtype = self._auto_backend(dtype, quantize)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.config = EncoderConfig.from_dict(read_config(self.model_dir / "config.json"))
-        if batch_size is not None and batch_size < 1:
-            raise CrossrankError(f"batch_size must be positive, got {batch_size}")
         self.max_length = self._clamp_length(max_length)
         self.normalize = normalize
-        tokenizer = load_tokenizer(self.model_dir)
-        self.tokenizer = PairTokenizer(
-            tokenizer,
+        self.options = ScoreOptions(
             max_length=self.max_length,
             query_max_length=query_max_length,
             query_instruction=query_instruction,
             passage_instruction=passage_instruction,
-            use_type_ids=self.config.type_vocab_size > 1,
+            prompt=prompt,
+            cutoff_layers=_layers(cutoff_layers),
+            share_prefix=share_prefix,
+            instruction=instruction,
         )
-        self.backend = create_backend(
-            backend,
-            model_dir=self.model_dir,
-            load_model=lambda dev: load_cross_encoder(self.model_dir, dtype=self.dtype, device=dev),
-            device=self.device,
-            dtype=self.dtype,
-            quantize=quantize,
-            devices=pool,
-        )
+        runtime = Runtime(self.device, self.dtype, backend, quantize, pool)
+        self.loaded = self.family.load(self.model_dir, self.config, runtime)
         #: our PyTorch model (None when another backend computes the scores)
-        self.model = getattr(self.backend, "model", None)
-        self.engine = Engine(
-            self.tokenizer,
-            self.backend,
-            pad_id=pad_token_id(tokenizer, self.model_dir, self.config.pad_token_id),
-            max_tokens=max_batch_tokens or self._default_budget(),
-            batch_size=batch_size,
-            show_progress=show_progress,
+        self.model = self.loaded.model
+        self._max_batch_tokens = max_batch_tokens
+        self._batch_size = batch_size
+        self._show_progress = show_progress
+        self.scoring = self.loaded.scoring(self.options)
+        self.engine = self._engine(self.scoring)
+
+    # -- what the family gave -------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> PairEncoding:
+        """The family's input rules (a :class:`~crossrank.engine.encoding.PairEncoding`)."""
+        return self.scoring.tokenizer
+
+    @property
+    def backend(self) -> Backend:
+        """What computes the scores (:class:`~crossrank.engine.backend.Backend`)."""
+        return self.scoring.backend
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the score columns: ``("score",)``, or one per cutoff layer."""
+        return self.scoring.outputs
+
+    @property
+    def cutoff_layers(self) -> list[int] | None:
+        """The layers scored by a layerwise model (None for other families)."""
+        layers = self.scoring.resolved.get("cutoff_layers")
+        return list(layers) if layers is not None else None
+
+    def _auto_backend(
+        self, dtype: str | torch.dtype | None, quantize: str | None
+    ) -> tuple[str, str | None, str | torch.dtype | None]:
+        from crossrank.engine.auto import choose_backend, cpu_flags, onnx_available
+
+        if quantize is not None:
+            raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
+        choice = choose_backend(
+            backends=self.family.backends,
+            device=self.device,
+            dtype_given=dtype is not None,
+            flags=cpu_flags(),
+            onnx=onnx_available(),
+        )
+        self.backend_choice = choice
+        logger.info("backend='auto' chose %s: %s", choice.describe(), choice.reason)
+        return choice.backend, choice.quantize, choice.dtype or dtype
+
+    def _check_options(self, **given: Any) -> None:
+        from crossrank.families.base import FAMILY_OPTIONS
+
+        refused = sorted(
+            k
+            for k, v in given.items()
+            if k not in self.family.options
+            and v is not None
+            and v != FAMILY_OPTIONS[k]
+            and not (k == "backend" and v == "auto")
+        )
+        if refused:
+            shown = ", ".join(f"{k}={given[k]!r}" for k in refused)
+            raise CrossrankError(
+                f"{shown}: not supported by the {self.family.name} family of {self.model_name}"
+            )
+
+    def _engine(self, scoring: Scoring) -> Engine:
+        from crossrank.engine.runner import Engine
+
+        return Engine(
+            scoring.tokenizer,
+            scoring.backend,
+            pad_id=scoring.pad_id,
+            max_tokens=self._max_batch_tokens or scoring.default_max_tokens,
+            batch_size=self._batch_size,
+            show_progress=self._show_progress,
         )
 
-    def _default_budget(self) -> int | None:
-        """Token budget for the CPU sized to the model's width (None: the engine's default)."""
-        if self.device.type != "cpu":
-            return None
-        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
-
-        if self.backend.name == "onnx":
-            return ONNX_TOKEN_BUDGET
-        return cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
+    def _scoring_for(self, **overrides: Any) -> Scoring:
+        """The scoring set-up for per-call option overrides (the constructor's if none)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self.scoring
+        try:
+            self._check_options(**given)
+        except CrossrankError as exc:
+            raise InputError(str(exc)) from None
+        if "cutoff_layers" in given:
+            given["cutoff_layers"] = _layers(given["cutoff_layers"])
+        return self.loaded.scoring(replace(self.options, **given))
 
     def _clamp_length(self, max_length: int) -> int:
-        if max_length < 1:
-            raise CrossrankError(f"max_length must be positive, got {max_length}")
+        max_length = positive_int("max_length", max_length)
         usable = self.config.max_tokens
         if max_length > usable:
             logger.warning(
@@ -236,79 +381,198 @@ class Reranker:
             return usable
         return max_length
 
+    # -- scoring --------------------------------------------------------------------------
+
+    def _scores(
+        self,
+        pairs: Any,
+        scoring: Scoring,
+        *,
+        batch_size: int | None,
+        max_length: int | None,
+        max_chunks_per_doc: int | None,
+        max_tokens_per_doc: int | None,
+        chunk_overlap: int | None,
+    ) -> np.ndarray:
+        """Float32 scores ``[n, n_outputs]`` of pairs (validated), best window per pair."""
+        from crossrank.engine.chunking import ChunkSpec
+
+        items = as_pairs(pairs)
+        if batch_size is not None:
+            batch_size = positive_int("batch_size", batch_size)
+        if max_length is not None:
+            max_length = self._clamp_length(max_length)
+        spec = ChunkSpec(
+            max_chunks=1
+            if max_chunks_per_doc is None
+            else positive_int("max_chunks_per_doc", max_chunks_per_doc),
+            overlap=32
+            if chunk_overlap is None
+            else positive_int("chunk_overlap", chunk_overlap, minimum=0),
+            max_doc_tokens=None
+            if max_tokens_per_doc is None
+            else positive_int("max_tokens_per_doc", max_tokens_per_doc),
+        )
+        engine = self.engine if scoring is self.scoring else self._engine(scoring)
+        try:
+            scores = engine.score_pairs(
+                items, max_length=max_length, batch_size=batch_size, chunks=spec
+            )
+        except TypeError:
+            # the tokenizer refuses strings that are not valid Unicode: name the pair
+            check_text((q for q, _ in items), "query of pair")
+            check_text((p for _, p in items), "passage of pair")
+            raise
+        return scores.reshape(len(items), engine.backend.n_outputs)
+
     def compute_score(
         self,
-        pairs: Sequence[str] | Sequence[Sequence[str]],
+        pairs: Sequence[str] | Iterable[Sequence[str]],
         *,
         batch_size: int | None = None,
         max_length: int | None = None,
         normalize: bool | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
+        chunk_overlap: int | None = None,
+        prompt: str | None = None,
+        instruction: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
     ) -> list[float]:
-        """Scores of ``[query, passage]`` pairs, in input order.
-
-        ``pairs`` is one pair or a list of pairs; the result is always a list of floats
+        """Scores of ``[query, passage]`` pairs, in input order: always a flat list of floats
         (raw logits, or sigmoid scores when ``normalize``).
+
+        ``pairs``: one pair, or any iterable of pairs (list, generator, 2-D numpy array of
+        strings, pandas DataFrame with two columns).
+        ``max_chunks_per_doc``: split passages longer than what fits beside the query into
+        windows of that size (``chunk_overlap`` tokens shared, default 32) and score each pair
+        by its best window; ``max_tokens_per_doc``: read at most that many passage tokens.
+        ``prompt`` / ``instruction`` override the constructor's for this call (families that
+        have them); ``cutoff_layers`` picks one layer of a layerwise model (default: the first
+        of the constructor's; :meth:`compute_layer_scores` gives several at once).
 
         Example:
             >>> rr.compute_score([["q", "a passage"], ["q", "another"]])  # doctest: +SKIP
             [1.25, -3.5]
         """
-        if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
-            pairs = [pairs]  # type: ignore[list-item]
-        if max_length is not None:
-            max_length = self._clamp_length(max_length)
-        logits = self.engine.score_pairs(pairs, max_length=max_length, batch_size=batch_size)  # type: ignore[arg-type]
+        layers = _layers(cutoff_layers)
+        if layers is not None and len(layers) > 1:
+            raise InputError(
+                f"compute_score gives one score per pair; for the layers {list(layers)} use "
+                "compute_layer_scores"
+            )
+        scoring = self._scoring_for(prompt=prompt, instruction=instruction, cutoff_layers=layers)
+        scores = self._scores(
+            pairs,
+            scoring,
+            batch_size=batch_size,
+            max_length=max_length,
+            max_chunks_per_doc=max_chunks_per_doc,
+            max_tokens_per_doc=max_tokens_per_doc,
+            chunk_overlap=chunk_overlap,
+        )[:, 0]
         if self.normalize if normalize is None else normalize:
-            logits = sigmoid(logits)
-        return [float(x) for x in logits]
+            scores = sigmoid(scores)
+        return [float(x) for x in scores]
+
+    def compute_layer_scores(
+        self,
+        pairs: Sequence[str] | Iterable[Sequence[str]],
+        *,
+        cutoff_layers: int | Sequence[int] | None = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
+        chunk_overlap: int | None = None,
+        prompt: str | None = None,
+    ) -> dict[int, list[float]]:
+        """Layerwise families: the scores at each cutoff layer, ``{layer: [scores]}`` in the
+        order of ``cutoff_layers`` (default: the constructor's), from one forward pass that
+        stops at the largest layer.
+
+        Example:
+            >>> lw = Reranker("BAAI/bge-reranker-v2-minicpm-layerwise")  # doctest: +SKIP
+            >>> lw.compute_layer_scores(pairs, cutoff_layers=[28, 40])  # doctest: +SKIP
+            {28: [...], 40: [...]}
+        """
+        if "cutoff_layers" not in self.family.options:
+            raise InputError(
+                f"compute_layer_scores needs a layerwise model; {self.model_name} is of the "
+                f"{self.family.name} family (use compute_score)"
+            )
+        scoring = self._scoring_for(cutoff_layers=cutoff_layers, prompt=prompt)
+        layers = list(scoring.resolved["cutoff_layers"])
+        scores = self._scores(
+            pairs,
+            scoring,
+            batch_size=batch_size,
+            max_length=max_length,
+            max_chunks_per_doc=max_chunks_per_doc,
+            max_tokens_per_doc=max_tokens_per_doc,
+            chunk_overlap=chunk_overlap,
+        )
+        if self.normalize if normalize is None else normalize:
+            scores = sigmoid(scores)
+        return {layer: [float(x) for x in scores[:, j]] for j, layer in enumerate(layers)}
+
+    # -- ranking --------------------------------------------------------------------------
 
     def rank(
         self,
         query: str,
-        documents: Sequence[Document],
+        documents: Iterable[Document],
         *,
         top_k: int | None = None,
         return_documents: bool = False,
+        **score_options: Any,
     ) -> list[RankResult]:
         """Documents ordered best first (ties keep input order), at most ``top_k`` of them.
 
-        Documents are strings or mappings with a ``text`` field.
+        Documents are strings or mappings with a ``text`` field. ``score_options`` are those of
+        :meth:`compute_score` (``max_chunks_per_doc=``, ``prompt=``, ``batch_size=``...).
 
         Example:
             >>> rr.rank("what is panda?", ["hi", {"text": "pandas are bears"}], top_k=1)  # doctest: +SKIP
             [RankResult(index=1, score=4.1, document=None)]
         """
-        return self.rank_many([query], [documents], top_k=top_k, return_documents=return_documents)[
-            0
-        ]
+        return self.rank_many(
+            [query], [documents], top_k=top_k, return_documents=return_documents, **score_options
+        )[0]
 
     def rank_many(
         self,
         queries: Sequence[str],
-        documents: Sequence[Sequence[Document]],
+        documents: Sequence[Iterable[Document]],
         *,
         top_k: int | None = None,
         return_documents: bool = False,
+        **score_options: Any,
     ) -> list[list[RankResult]]:
         """Rank the documents of many queries at once, batching pairs across queries.
 
         ``documents[i]`` are the candidates of ``queries[i]``; the result holds one ranked list
         per query.
         """
-        if len(queries) != len(documents):
+        if isinstance(queries, str):
+            raise InputError("queries must be a list of strings, got a single string")
+        queries = list(queries)
+        doc_lists = [as_documents(d, f"documents of query {i}") for i, d in enumerate(documents)]
+        if len(queries) != len(doc_lists):
             raise InputError(
-                f"{len(queries)} queries but {len(documents)} document lists; they must match"
+                f"{len(queries)} queries but {len(doc_lists)} document lists; they must match"
             )
-        if top_k is not None and top_k < 0:
-            raise InputError(f"top_k must be >= 0, got {top_k}")
+        if top_k is not None:
+            top_k = positive_int("top_k", top_k, minimum=0)
         pairs: list[tuple[str, str]] = []
-        for qi, (query, docs) in enumerate(zip(queries, documents)):
+        for qi, (query, docs) in enumerate(zip(queries, doc_lists)):
             if not isinstance(query, str):
                 raise InputError(f"query {qi} must be a string")
             pairs.extend((query, document_text(d, i)) for i, d in enumerate(docs))
-        scores = self._ranking_scores(pairs) if pairs else []
+        scores = self.compute_score(pairs, **score_options) if pairs else []
         results, start = [], 0
-        for docs in documents:
+        for docs in doc_lists:
             chunk = scores[start : start + len(docs)]
             start += len(docs)
             order = sorted(range(len(chunk)), key=lambda i: (-chunk[i], i))
@@ -319,22 +583,26 @@ class Reranker:
             )
         return results
 
-    def _ranking_scores(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """The scores :meth:`rank_many` orders by (one per pair)."""
-        return self.compute_score(pairs)
-
     def __repr__(self) -> str:
+        layers = self.cutoff_layers
+        extra = f", cutoff_layers={layers}" if layers is not None else ""
         return (
-            f"Reranker({self.model_name!r}, device={self.device}, dtype={self.dtype}, "
-            f"max_length={self.max_length})"
+            f"Reranker({self.model_name!r}, family={self.family.name}, device={self.device}, "
+            f"dtype={self.dtype}, max_length={self.max_length}{extra})"
         )
 
 
-def init_signature(cls: type) -> inspect.Signature:
-    """The signature of ``cls.__init__`` without ``self``: what ``help`` and IDEs should show
-    for a class whose ``__new__`` takes ``*args, **kwargs``."""
-    sig = inspect.signature(cls.__init__)
-    return sig.replace(parameters=list(sig.parameters.values())[1:])
-
-
-Reranker.__signature__ = init_signature(Reranker)  # type: ignore[attr-defined]
+def _layers(cutoff_layers: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``cutoff_layers`` as a tuple of ints (checked against the model by its family)."""
+    if cutoff_layers is None:
+        return None
+    if isinstance(cutoff_layers, (int, np.integer)) and not isinstance(cutoff_layers, bool):
+        return (int(cutoff_layers),)
+    if isinstance(cutoff_layers, (str, bytes)) or not isinstance(cutoff_layers, Iterable):
+        raise InputError(f"cutoff layers must be an int or a list of ints, got {cutoff_layers!r}")
+    layers = tuple(cutoff_layers)
+    if not layers or not all(
+        isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in layers
+    ):
+        raise InputError(f"cutoff layers must be an int or a list of ints, got {cutoff_layers!r}")
+    return tuple(int(x) for x in layers)

@@ -84,16 +84,20 @@ def _resources(text: str) -> dict[str, float]:
 
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~crossrank.Reranker` keywords of the shared model options, as
-    :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them."""
+    """The :class:`~crossrank.Reranker` keywords of the shared model options (those
+    :func:`crossrank.cli.load_reranker` passes), as
+    :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them, with the chunking
+    options of :func:`crossrank.cli.score_options`."""
+    from crossrank.cli import _MODEL_DEFAULTS, score_options
+
     return {
         "device": args.device,
         "dtype": args.dtype,
         "max_length": args.max_length,
         "reranker_batch_size": args.batch_size,
         "normalize": args.normalize,
-        "backend": args.backend,
-        "quantize": args.quantize,
+        **{k: vars(args).get(k, v) for k, v in _MODEL_DEFAULTS.items()},
+        "score_options": score_options(args),
     }
 
 

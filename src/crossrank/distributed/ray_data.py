@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from crossrank import errors
@@ -119,6 +119,8 @@ class RerankerUDF:
         score_column: the added column (``score``).
         threads: torch CPU threads of this actor (default: torch's default, which follows the
             ``OMP_NUM_THREADS`` Ray sets from the actor's CPUs).
+        score_options: per-call options of :meth:`~crossrank.Reranker.compute_score`
+            (``max_chunks_per_doc``, ``max_tokens_per_doc``, ``chunk_overlap``...).
         **reranker_options: any keyword of :class:`~crossrank.Reranker` (``device``,
             ``dtype``, ``max_length``, ``normalize``, ``backend``, ``prompt``...).
     """
@@ -131,6 +133,7 @@ class RerankerUDF:
         passage_column: str = "passage",
         score_column: str = "score",
         threads: int | None = None,
+        score_options: Mapping[str, Any] | None = None,
         **reranker_options: Any,
     ) -> None:
         import torch
@@ -144,6 +147,7 @@ class RerankerUDF:
         self.query_column = query_column
         self.passage_column = passage_column
         self.score_column = score_column
+        self.score_options = dict(score_options or {})
         logger.info("replica pid %d loaded %r", os.getpid(), self.reranker)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -155,9 +159,7 @@ class RerankerUDF:
                 raise InputError(next(e for e in column.to_pylist() if e is not None))
             batch = batch.drop_columns([ERROR_COLUMN])
         pairs = batch_pairs(batch, self.query_column, self.passage_column)
-        scores = self.reranker.compute_score(pairs) if pairs else []
-        if scores and isinstance(scores[0], list):  # cutoff_layers=[n]: one list per layer
-            scores = scores[0]
+        scores = self.reranker.compute_score(pairs, **self.score_options) if pairs else []
         column = pa.array(scores, type=pa.float64())
         if self.score_column in batch.column_names:
             return batch.set_column(
@@ -180,6 +182,7 @@ def rerank_dataset(
     cpus_per_replica: float | None = None,
     reranker_batch_size: int | None = None,
     resources: dict[str, float] | None = None,
+    score_options: Mapping[str, Any] | None = None,
     **reranker_options: Any,
 ) -> ray.data.Dataset:
     """``ds`` with a ``score`` column added by ``replicas`` actors, each holding one reranker.
@@ -205,6 +208,8 @@ def rerank_dataset(
             pass), named so because ``batch_size`` here is Ray's.
         resources: custom Ray resources each actor needs (``{"scorer": 1}`` places the
             actors on nodes started with ``ray start --resources '{"scorer": N}'``).
+        score_options: per-call options of :meth:`~crossrank.Reranker.compute_score`
+            (chunking of long passages).
         **reranker_options: passed to :class:`~crossrank.Reranker` in each actor.
 
     Raises:
@@ -219,9 +224,6 @@ def rerank_dataset(
         raise CrossrankError(f"batch_size must be >= 1, got {batch_size}")
     if threads_per_replica is not None and threads_per_replica < 1:
         raise CrossrankError(f"threads_per_replica must be >= 1, got {threads_per_replica}")
-    layers = reranker_options.get("cutoff_layers")
-    if isinstance(layers, Sequence) and len(layers) != 1:
-        raise CrossrankError("give one cutoff layer: the dataset gets one score column")
     if cpus_per_replica is None:
         cpus_per_replica = float(threads_per_replica or 1)
     if reranker_options.get("device") is None:  # the GPU Ray assigns, else the CPU
@@ -235,6 +237,7 @@ def rerank_dataset(
             "score_column": score_column,
             "threads": threads_per_replica,
             "batch_size": reranker_batch_size,
+            "score_options": dict(score_options or {}),
             **reranker_options,
         },
         compute=ray.data.ActorPoolStrategy(size=replicas),
@@ -258,8 +261,9 @@ class RayReranker:
         self.model = model
         self.options = options
 
-    def compute_score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Scores of ``pairs`` in input order, computed by the actor pool."""
+    def compute_score(self, pairs: Sequence[tuple[str, str]], **score_options: Any) -> list[float]:
+        """Scores of ``pairs`` in input order, computed by the actor pool (``score_options``:
+        those of :meth:`crossrank.Reranker.compute_score`)."""
         import pyarrow as pa
 
         ray = import_ray()
@@ -271,7 +275,8 @@ class RayReranker:
                 "passage": [p for _, p in pairs],
             }
         )
-        scored = rerank_dataset(ray.data.from_arrow(table), model=self.model, **self.options)
+        options = {**self.options, "score_options": score_options}
+        scored = rerank_dataset(ray.data.from_arrow(table), model=self.model, **options)
         scores = [0.0] * len(pairs)
         seen = 0
         try:
@@ -293,7 +298,7 @@ class RayReranker:
         return scores
 
     def rank_many(
-        self, queries: Sequence[str], documents: Sequence[Sequence[Any]]
+        self, queries: Sequence[str], documents: Sequence[Sequence[Any]], **score_options: Any
     ) -> list[list[RankResult]]:
         """One ranked list per query, as :meth:`crossrank.Reranker.rank_many` gives."""
         if len(queries) != len(documents):
@@ -305,7 +310,7 @@ class RayReranker:
             for q, docs in zip(queries, documents)
             for i, d in enumerate(docs)
         ]
-        scores = self.compute_score(pairs) if pairs else []
+        scores = self.compute_score(pairs, **score_options) if pairs else []
         results, start = [], 0
         for docs in documents:
             chunk = scores[start : start + len(docs)]

@@ -1,8 +1,8 @@
 """The seam between the engine and whatever computes scores: a token batch in, scores out.
 
-Any object with a ``score(batch) -> np.ndarray`` method (float32, one value per row) and the
-attributes below can serve as a backend: the PyTorch backend here, ONNX Runtime, or a
-multi-GPU pool.
+Every backend implements :class:`Backend` in full: the PyTorch encoder backend here, the
+decoder backend (:mod:`crossrank.engine.llm_backend`), ONNX Runtime
+(:mod:`crossrank.engine.onnx_backend`) and the multi-device pool (:mod:`crossrank.engine.pool`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,18 @@ class Backend(Protocol):
     name: str
     #: device the backend computes on (for default batch budgets and OOM handling)
     device: torch.device
+    #: scores per pair: 1, or one per requested layer of a layerwise model
+    n_outputs: int
+    #: our PyTorch model, or None when another runtime computes the scores (ONNX)
+    model: torch.nn.Module | None
+
+    def workers_for(self, n_pairs: int, n_batches: int) -> int:
+        """Threads the engine should score a job with (1: in the calling thread; more for a
+        pool of devices)."""
+        ...
 
     def score(self, batch: TokenBatch) -> np.ndarray:
-        """Float32 logits, one per row of ``batch``."""
+        """Float32 scores: ``[rows]``, or ``[rows, n_outputs]`` when ``n_outputs > 1``."""
         ...
 
 
@@ -36,11 +45,15 @@ class TorchBackend:
     """Runs our PyTorch :class:`~crossrank.models.encoder.CrossEncoder` in inference mode."""
 
     name = "torch"
+    n_outputs = 1
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         self.model = model.eval()
         self.device = device
         self.dtype = dtype
+
+    def workers_for(self, n_pairs: int, n_batches: int) -> int:
+        return 1
 
     def score(self, batch: TokenBatch) -> np.ndarray:
         dev = self.device

@@ -68,8 +68,8 @@ def collate(items: Sequence[EncodedPair], pad_id: int) -> TokenBatch:
         if types is not None:
             types[row, :n] = it.type_ids
     prefix = None
-    if getattr(items[0], "prefix_len", None) is not None:
-        prefix = torch.tensor([it.prefix_len for it in items], dtype=torch.int64)
+    if items[0].prefix_len is not None:
+        prefix = torch.tensor([it.prefix_len or 0 for it in items], dtype=torch.int64)
     return TokenBatch(
         torch.from_numpy(ids),
         torch.from_numpy(mask),

@@ -93,6 +93,9 @@ class DecoderBackend:
         self.share_prefix = share_prefix
         self.min_shared_fraction = MIN_SHARED_FRACTION
 
+    def workers_for(self, n_pairs: int, n_batches: int) -> int:
+        return 1
+
     def score(self, batch: TokenBatch) -> np.ndarray:
         dev = self.device
         kw = self.score_kwargs

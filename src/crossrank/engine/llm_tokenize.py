@@ -17,7 +17,7 @@ For a pair (query, passage):
    the last position.
 
 Every pair of one query starts with the same tokens, ``[bos] + query + sep``:
-:attr:`EncodedLLMPair.prefix_len` says how many, so the engine can share their keys/values.
+:attr:`EncodedPair.prefix_len` says how many, so the engine can share their keys/values.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from crossrank.engine.tokenize import EncodedPair, split_pairs
 from crossrank.errors import InputError, ModelLoadError
@@ -38,14 +37,6 @@ DEFAULT_PROMPT = (
     "query by providing a prediction of either 'Yes' or 'No'."
 )
 SEPARATOR = "\n"
-
-
-@dataclass(frozen=True)
-class EncodedLLMPair(EncodedPair):
-    """Token ids of one LLM reranker input; the first ``prefix_len`` ids depend only on the
-    query (``[bos] + query + sep``)."""
-
-    prefix_len: int = 0
 
 
 def special_token_id(tok: Tokenizer, model_dir: str | Path, name: str) -> int | None:
@@ -129,36 +120,54 @@ class LLMPairTokenizer:
             pairs, self.query_instruction, self.passage_instruction, self.instruction_format
         )
 
+    @property
+    def num_special(self) -> int:
+        """Tokens added around the query and the passage: bos, separator, separator + prompt."""
+        return int(self.add_bos) + 2 * len(self.sep_ids) + len(self.prompt_ids)
+
+    def limits(
+        self, max_length: int | None = None, query_max_length: int | None = None
+    ) -> tuple[int, int]:
+        """``(max_length, query_max_length)`` for one call, with the defaults applied."""
+        max_length = max_length or self.max_length
+        if max_length < 1:
+            raise InputError(f"max_length must be positive, got {max_length}")
+        return max_length, query_max_length or self.query_max_length or max_length * 3 // 4
+
+    def passage_budget(self, query: Encoding, max_length: int, qmax: int) -> int:
+        """Most passage tokens :meth:`assemble` keeps beside ``query`` (the reference's cut,
+        quirks included: see the module docstring)."""
+        first = int(self.add_bos) + min(len(query), qmax)
+        excess = first - len(self.prompt_ids)  # of a passage of max_length tokens
+        if 0 < excess < len(self.sep_ids) + max_length:
+            return max_length - excess
+        return max_length
+
+    def assemble(
+        self, query: Encoding, passage: Encoding, max_length: int, qmax: int
+    ) -> EncodedPair:
+        """One model input: ``[bos] query sep passage sep prompt``, cut as the reference does."""
+        head = [self.bos_id] if self.add_bos else []
+        first = head + query.ids[:qmax]
+        second = self.sep_ids + passage.ids[:max_length]
+        excess = len(first) + len(second) - (max_length + len(self.sep_ids) + len(self.prompt_ids))
+        if 0 < excess < len(second):
+            second = second[:-excess]
+        kept_sep = second[: len(self.sep_ids)] == self.sep_ids
+        prefix = len(first) + (len(self.sep_ids) if kept_sep else 0)
+        return EncodedPair(first + second + self.sep_ids + self.prompt_ids, None, prefix)
+
     def encode(
         self,
         pairs: Sequence[Sequence[str]],
         *,
         max_length: int | None = None,
         query_max_length: int | None = None,
-    ) -> list[EncodedLLMPair]:
+    ) -> list[EncodedPair]:
         """Encode pairs (input order kept); each distinct query is tokenized once."""
-        max_length = max_length or self.max_length
-        if max_length < 1:
-            raise InputError(f"max_length must be positive, got {max_length}")
-        qmax = query_max_length or self.query_max_length or max_length * 3 // 4
+        max_length, qmax = self.limits(max_length, query_max_length)
         queries, passages = self.texts(pairs)
         unique = list(dict.fromkeys(queries))
-        q_ids = {
-            q: enc.ids[:qmax]
-            for q, enc in zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False))
-        }
+        q_encs = dict(zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False)))
         p_encs = self.tokenizer.encode_batch(passages, add_special_tokens=False)
-        limit = max_length + len(self.sep_ids) + len(self.prompt_ids)
-        head = [self.bos_id] if self.add_bos else []
-        tail = self.sep_ids + self.prompt_ids
-        out = []
-        for q, p_enc in zip(queries, p_encs):
-            first = head + q_ids[q]
-            second = self.sep_ids + p_enc.ids[:max_length]
-            excess = len(first) + len(second) - limit
-            if 0 < excess < len(second):
-                second = second[:-excess]
-            kept_sep = second[: len(self.sep_ids)] == self.sep_ids
-            prefix = len(first) + (len(self.sep_ids) if kept_sep else 0)
-            out.append(EncodedLLMPair(first + second + tail, None, prefix))  # type: ignore[operator]
-        return out
+        return [self.assemble(q_encs[q], p, max_length, qmax) for q, p in zip(queries, p_encs)]

@@ -364,6 +364,9 @@ class OnnxBackend:
     """Scores token batches with an ONNX Runtime session on the CPU."""
 
     name = "onnx"
+    n_outputs = 1
+    #: no PyTorch model: ONNX Runtime computes the scores
+    model = None
     device = torch.device("cpu")
 
     def __init__(self, path: str | Path, *, quantize: str | None = None, threads: int = 0) -> None:
@@ -397,6 +400,9 @@ class OnnxBackend:
         except ImportError as exc:
             raise missing_extra("onnx", exc.name or "onnxruntime") from None
         return cls(cached_model(Path(model_dir), load_model, quantize), quantize=quantize)
+
+    def workers_for(self, n_pairs: int, n_batches: int) -> int:
+        return 1
 
     def score(self, batch: TokenBatch) -> np.ndarray:
         feed = {

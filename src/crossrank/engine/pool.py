@@ -34,6 +34,7 @@ class DevicePool:
     """
 
     name = "torch"
+    n_outputs = 1
 
     def __init__(
         self,

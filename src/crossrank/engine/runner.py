@@ -11,7 +11,9 @@ import torch
 
 from crossrank.engine.backend import Backend, is_oom
 from crossrank.engine.batching import collate, plan_batches
-from crossrank.engine.tokenize import EncodedPair, PairTokenizer
+from crossrank.engine.chunking import ChunkSpec, best_per_document, encode_chunked
+from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.tokenize import EncodedPair
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class Engine:
 
     def __init__(
         self,
-        tokenizer: PairTokenizer,
+        tokenizer: PairEncoding,
         backend: Backend,
         *,
         pad_id: int,
@@ -78,12 +80,21 @@ class Engine:
         max_length: int | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        chunks: ChunkSpec | None = None,
     ) -> np.ndarray:
-        """Float32 logits of ``pairs`` in input order."""
+        """Float32 scores of ``pairs`` in input order (``[n]``, or ``[n, n_outputs]``).
+
+        With ``chunks`` (several windows per document), a pair's score is its best window's.
+        """
         if not pairs:
-            return np.zeros(0, dtype=np.float32)
-        encoded = self.tokenizer.encode(pairs, max_length=max_length)
-        return self.score_encoded(encoded, batch_size=batch_size, show_progress=show_progress)
+            shape = (0, self.backend.n_outputs) if self.backend.n_outputs > 1 else (0,)
+            return np.zeros(shape, dtype=np.float32)
+        if chunks is None or chunks.plain:
+            encoded = self.tokenizer.encode(pairs, max_length=max_length)
+            return self.score_encoded(encoded, batch_size=batch_size, show_progress=show_progress)
+        req = encode_chunked(self.tokenizer, pairs, chunks, max_length=max_length)
+        scores = self.score_encoded(req.pairs, batch_size=batch_size, show_progress=show_progress)
+        return best_per_document(scores, req.doc_of, req.n_docs)
 
     def score_encoded(
         self,
@@ -115,7 +126,7 @@ class Engine:
     def _score_all(
         self, encoded: Sequence[EncodedPair], batch_size: int | None, show_progress: bool | None
     ) -> np.ndarray:
-        width = int(getattr(self.backend, "n_outputs", 1))
+        width = self.backend.n_outputs
         out = np.zeros((len(encoded), width) if width > 1 else len(encoded), dtype=np.float32)
         if not encoded:
             return out
@@ -131,8 +142,7 @@ class Engine:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
-        workers_for = getattr(self.backend, "workers_for", None)
-        workers = workers_for(len(encoded), len(batches)) if workers_for else 1
+        workers = self.backend.workers_for(len(encoded), len(batches))
         try:
             if workers > 1:  # a device pool: one thread per device
                 from concurrent.futures import ThreadPoolExecutor

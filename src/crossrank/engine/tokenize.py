@@ -22,10 +22,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncodedPair:
-    """Token ids of one assembled (query, passage) pair, special tokens included."""
+    """Token ids of one assembled (query, passage) pair, special tokens included.
 
-    ids: list[int]
-    type_ids: list[int] | None = None
+    ``prefix_len``: how many leading ids depend only on the query (LLM rerankers: their keys
+    and values are shared by all pairs of one query); None for encoders.
+    """
+
+    ids: Sequence[int]  # a list, or a compact numpy array (the server keeps int32 arrays)
+    type_ids: Sequence[int] | None = None
+    prefix_len: int | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,6 +103,10 @@ class PairTokenizer:
         # a query longer than the whole budget would leave a negative passage budget
         return max_length, min(qmax, max_length - self.num_special)
 
+    def passage_budget(self, query: Encoding, max_length: int, qmax: int) -> int:
+        """Most passage tokens that fit beside ``query`` (cut to ``qmax``) in a pair."""
+        return max(max_length - self.num_special - min(len(query), qmax), 0)
+
     def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
         """Queries and passages with the optional instructions prepended."""
         return split_pairs(
@@ -130,7 +139,7 @@ class PairTokenizer:
     def assemble(self, q: Encoding, p: Encoding, max_length: int, qmax: int) -> EncodedPair:
         """Cut the query, build the pair with special tokens, cut the passage to fit."""
         q_enc = q if len(q) <= qmax else _truncated(q, qmax)
-        budget = max(max_length - self.num_special - len(q_enc), 0)
+        budget = self.passage_budget(q_enc, max_length, qmax)
         p_enc = p if len(p) <= budget else _truncated(p, budget)
         # post_process applies the tokenizer's pair template (special tokens and type ids)
         pair = self.tokenizer.post_process(q_enc, p_enc, add_special_tokens=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import shlex
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrank.cli import UsageError, add_model_args, load_reranker
+from crossrank.cli import UsageError, add_chunk_args, add_model_args, load_reranker, score_options
 from crossrank.distributed.cli import add_ray_args
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "BEIR-layout dataset with one or more models; report first stage vs reranked metrics.",
     )
     add_model_args(p, multiple=True)
+    add_chunk_args(p)
     p.add_argument("--dataset", "-d", required=True, help="BEIR dataset directory")
     p.add_argument("--split", "-s", default="test", help="qrels split (qrels/SPLIT.tsv; test)")
     first = p.add_mutually_exclusive_group()
@@ -152,16 +154,15 @@ def _rerank_with(args, model, dataset, run, query_ids):
     if args.engine == "ray":  # the same rerank, scored by Ray Data actors
         from crossrank.distributed.cli import ray_reranker, ray_session
 
-        with ray_session(args):
-            start = time.perf_counter()
-            reranked = rerank(
-                ray_reranker(args, model), dataset, run, args.top_k, query_ids=query_ids
-            )
-            seconds = time.perf_counter() - start
+        session, make = ray_session(args), lambda: ray_reranker(args, model)
     else:
-        reranker = load_reranker(args, model=model)
+        session, make = contextlib.nullcontext(), lambda: load_reranker(args, model=model)
+    with session:
+        reranker = make()
         start = time.perf_counter()
-        reranked = rerank(reranker, dataset, run, args.top_k, query_ids=query_ids)
+        reranked = rerank(
+            reranker, dataset, run, args.top_k, query_ids=query_ids, **score_options(args)
+        )
         seconds = time.perf_counter() - start
     n_pairs = sum(min(len(run[q]), args.top_k) for q in query_ids)
     logger.info("%s: %d pairs in %.1f s", model, n_pairs, seconds)

@@ -20,6 +20,7 @@ def rerank(
     *,
     query_ids: Iterable[str] | None = None,
     keep_tail: bool = True,
+    **score_options: Any,
 ) -> Run:
     """The run with each query's ``top_k`` first-stage documents rescored and reordered.
 
@@ -39,6 +40,7 @@ def rerank(
             give the texts).
         run: first-stage run ``{query_id: {doc_id: score}}``.
         top_k: how many first-stage documents of each query to rescore.
+        score_options: passed to ``rank_many`` (``max_chunks_per_doc=``, ...).
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -65,7 +67,9 @@ def rerank(
     n_pairs = sum(len(c) for c in candidates)
     logger.info("reranking %d pairs of %d queries", n_pairs, len(qids))
     documents = [[dataset.corpus[d] for d in cands] for cands in candidates]
-    results = reranker.rank_many(queries, documents) if n_pairs else [[] for _ in qids]
+    results = (
+        reranker.rank_many(queries, documents, **score_options) if n_pairs else [[] for _ in qids]
+    )
     out: Run = {}
     for qid, cands, tail, ranking in zip(qids, candidates, tails, results):
         scored = {cands[r.index]: float(r.score) for r in ranking}

@@ -16,7 +16,6 @@ prompt) then run with positions continuing after their prefix and attend to the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,16 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossrank.config import DECODER_ARCHITECTURES
 from crossrank.errors import ModelLoadError, UnsupportedModelError
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """The fields of a decoder ``config.json`` that the scoring forward pass depends on."""
+    """The fields of a decoder ``config.json`` that the scoring forward pass depends on.
+
+    :meth:`from_dict` reads what every decoder family shares; a family adjusts what its own
+    checkpoints mean (activation names, head size, residual scale) with
+    :func:`dataclasses.replace` in its ``parse_config`` (see :mod:`crossrank.families`).
+    """
 
     architecture: str
-    kind: str  # "gemma" or "minicpm-layerwise"
+    kind: str  # the family's registry name ("gemma", "minicpm-layerwise", ...)
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -48,6 +51,8 @@ class DecoderConfig:
     bos_token_id: int | None
     pad_token_id: int | None
     attention_bias: bool = False
+    #: each residual branch is multiplied by this (MiniCPM: scale_depth / sqrt(layers))
+    residual_scale: float = 1.0
     scale_emb: float = 1.0  # MiniCPM
     scale_depth: float = 1.0  # MiniCPM
     start_layer: int = 0  # MiniCPM layerwise: first layer with a head
@@ -58,37 +63,17 @@ class DecoderConfig:
         """Longest input the model was trained for (``max_position_embeddings``)."""
         return self.max_position_embeddings
 
-    @property
-    def residual_scale(self) -> float:
-        if self.kind == "minicpm-layerwise":
-            return self.scale_depth / math.sqrt(self.num_hidden_layers)
-        return 1.0
-
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DecoderConfig:
+    def from_dict(cls, raw: dict[str, Any], kind: str) -> DecoderConfig:
+        """The shared fields of ``raw`` for the decoder family ``kind``."""
         archs = raw.get("architectures") or []
-        arch = next((a for a in archs if a in DECODER_ARCHITECTURES), None)
-        if arch is None:
-            raise UnsupportedModelError(f"not a supported decoder architecture: {archs}")
-        kind = DECODER_ARCHITECTURES[arch]
+        arch = archs[0] if archs else kind
         rope = raw.get("rope_parameters") or {}
         scaling = raw.get("rope_scaling") or (
             rope if rope.get("rope_type", "default") != "default" else None
         )
         if scaling:
             raise UnsupportedModelError(f"rope scaling {scaling!r} is not supported")
-        if kind == "gemma":
-            # transformers maps the legacy "gelu" of Gemma configs to the tanh approximation
-            act = raw.get("hidden_activation") or raw.get("hidden_act") or "gelu_pytorch_tanh"
-            act = "gelu_pytorch_tanh" if act == "gelu" else act
-        else:
-            act = raw.get("hidden_act", "silu")
-            head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
-            if head_type != "simple" or not multi:
-                raise UnsupportedModelError(
-                    f"layerwise heads of type {head_type!r} (head_multi={multi}) are not "
-                    "supported; bge-reranker-v2-minicpm-layerwise uses 'simple' multi heads"
-                )
         try:
             heads = int(raw["num_attention_heads"])
             hidden = int(raw["hidden_size"])
@@ -100,11 +85,9 @@ class DecoderConfig:
                 num_hidden_layers=int(raw["num_hidden_layers"]),
                 num_attention_heads=heads,
                 num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
-                head_dim=int(raw.get("head_dim") or hidden // heads)
-                if kind == "gemma"
-                else hidden // heads,
+                head_dim=int(raw.get("head_dim") or hidden // heads),
                 intermediate_size=int(raw["intermediate_size"]),
-                hidden_act=act,
+                hidden_act=str(raw.get("hidden_act") or raw.get("hidden_activation") or "silu"),
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(raw.get("rope_theta") or rope.get("rope_theta") or 10000.0),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 8192)),
@@ -116,8 +99,10 @@ class DecoderConfig:
                 start_layer=int(raw.get("start_layer", 0)),
                 raw=dict(raw),
             )
-        except KeyError as exc:
-            raise ModelLoadError(f"config.json lacks the field {exc.args[0]!r}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, KeyError):
+                raise ModelLoadError(f"config.json lacks the field {exc.args[0]!r}") from None
+            raise ModelLoadError(f"config.json has a field of the wrong type: {exc}") from None
 
 
 class RMSNorm(nn.Module):
@@ -420,24 +405,41 @@ def load_decoder(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> DecoderLM:
-    """Load a Gemma / layerwise MiniCPM checkpoint in Hugging Face layout.
+    """Load a decoder reranker checkpoint in Hugging Face layout (its family from config.json)."""
+    from pathlib import Path
+
+    from crossrank.config import read_config
+    from crossrank.families import family_for
+    from crossrank.families.decoder import DecoderFamily
+
+    model_dir = Path(model_dir)
+    family = family_for(read_config(model_dir / "config.json"))
+    if not isinstance(family, DecoderFamily):
+        raise UnsupportedModelError(f"{model_dir} is not a decoder reranker checkpoint")
+    config = family.parse_config(read_config(model_dir / "config.json"))
+    return load_decoder_weights(model_dir, family.model_class(), config, dtype=dtype, device=device)
+
+
+def load_decoder_weights(
+    model_dir,
+    model_cls: type[DecoderLM],
+    config: DecoderConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> DecoderLM:
+    """Build ``model_cls(config)`` and load the weights of ``model_dir`` into it.
 
     The model is built on the meta device; tensors stream from the weight files one at a time,
     are cast to ``dtype`` and assigned, so a bf16 load never holds an fp32 copy of the model.
     """
     from pathlib import Path
 
-    from crossrank.config import read_config
     from crossrank.models.weights import iter_tensors, weight_files
 
     model_dir = Path(model_dir)
-    config = DecoderConfig.from_dict(read_config(model_dir / "config.json"))
-    if config.kind == "gemma":
-        from crossrank.models.gemma import GemmaForCausalLM as cls
-    else:
-        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM as cls
     with torch.device("meta"):
-        model = cls(config)
+        model = model_cls(config)
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for name, tensor in iter_tensors(weight_files(model_dir)):

@@ -1,142 +1,20 @@
-"""Turn one rerank request into encoded pairs: truncation, or overlapping chunks of long documents.
+"""The server's view of long-document handling: the engine's chunking (one implementation for
+the library, the CLI and the server)."""
 
-By default a document is cut on the passage side to fit the model (the library's rule, so the
-scores equal :meth:`~crossrank.Reranker.compute_score`). With chunking, a document longer than
-the passage budget is split into windows of that budget that share ``overlap`` tokens, each
-window is scored with the query, and the document's score is its best window's. The first window
-is exactly the truncated document, so chunking never lowers a score.
-"""
+from crossrank.engine.chunking import (
+    ChunkSpec,
+    EncodedRequest,
+    TooLongError,
+    best_per_document,
+    encode_request,
+    windows,
+)
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
-from tokenizers import Encoding
-
-from crossrank.engine.tokenize import EncodedPair, PairTokenizer
-from crossrank.errors import InputError
-
-
-class TooLongError(InputError):
-    """A pair exceeds the model's length and the request asked not to truncate."""
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """How the documents of one request are fitted to the model.
-
-    Example:
-        >>> ChunkSpec(max_chunks=4).chunked
-        True
-    """
-
-    #: most windows per document; 1 = plain truncation
-    max_chunks: int = 1
-    #: tokens shared by consecutive windows (at most half a window)
-    overlap: int = 32
-    #: read at most this many tokens of a document (Cohere's ``max_tokens_per_doc``)
-    max_doc_tokens: int | None = None
-    #: with one window, which end to cut: "right" keeps the start of the document
-    direction: str = "right"
-    #: False: refuse over-long pairs instead of cutting them (TEI ``truncate: false``)
-    truncate: bool = True
-
-    @property
-    def chunked(self) -> bool:
-        return self.max_chunks > 1
-
-    @property
-    def plain(self) -> bool:
-        """True when this is the library's own rule (exactly ``PairTokenizer.encode``)."""
-        return (
-            self.max_chunks == 1
-            and self.max_doc_tokens is None
-            and self.direction == "right"
-            and self.truncate
-        )
-
-
-@dataclass
-class EncodedRequest:
-    """The pairs of one request: ``doc_of[i]`` is the document of ``pairs[i]``."""
-
-    pairs: list[EncodedPair]
-    doc_of: np.ndarray
-    n_docs: int
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(p) for p in self.pairs)
-
-
-def _cut(enc: Encoding, n: int, direction: str = "right") -> Encoding:
-    """A copy of ``enc`` keeping ``n`` tokens from its start (right) or its end (left)."""
-    copy = Encoding.merge([enc], growing_offsets=False)
-    copy.truncate(n, direction=direction)
-    return copy
-
-
-def windows(p: Encoding, budget: int, spec: ChunkSpec) -> list[Encoding]:
-    """The passage windows of one document under a passage budget of ``budget`` tokens."""
-    if spec.max_doc_tokens is not None and len(p) > spec.max_doc_tokens:
-        p = _cut(p, spec.max_doc_tokens)
-    if len(p) <= budget:
-        return [p]
-    if not spec.chunked or budget < 2:
-        if not spec.truncate:
-            raise TooLongError(
-                f"a document has {len(p)} tokens but only {budget} fit with the query; "
-                "send truncate: true or shorter texts"
-            )
-        return [_cut(p, budget, spec.direction)]
-    overlap = min(spec.overlap, budget // 2)
-    first = Encoding.merge([p], growing_offsets=False)
-    # the tokenizer's own overflow: windows of `budget` tokens, `overlap` shared
-    first.truncate(budget, stride=overlap)
-    rest = list(first.overflowing)[: spec.max_chunks - 1]
-    return [first, *rest]
-
-
-def encode_request(
-    pt: PairTokenizer, query: str, texts: Sequence[str], spec: ChunkSpec
-) -> EncodedRequest:
-    """Encode ``(query, text)`` for every text under ``spec`` (ids kept as compact arrays)."""
-    n = len(texts)
-    if spec.plain:
-        pairs = pt.encode([(query, t) for t in texts])
-        doc_of = np.arange(n)
-    else:
-        max_length, qmax = pt.limits()
-        queries, passages = pt.texts([(query, t) for t in texts])
-        tok = pt.tokenizer
-        q = tok.encode(queries[0], add_special_tokens=False) if n else None
-        if q is not None and not spec.truncate and len(q) > qmax:
-            raise TooLongError(
-                f"the query has {len(q)} tokens, more than the {qmax} allowed; "
-                "send truncate: true or a shorter query"
-            )
-        qlen = min(len(q), qmax) if q is not None else 0
-        budget = max(max_length - pt.num_special - qlen, 0)
-        pairs, docs = [], []
-        for i, p in enumerate(tok.encode_batch(passages, add_special_tokens=False)):
-            for w in windows(p, budget, spec):
-                pairs.append(pt.assemble(q, w, max_length, qmax))
-                docs.append(i)
-        doc_of = np.asarray(docs, dtype=np.int64)
-    compact = [
-        EncodedPair(
-            np.asarray(e.ids, dtype=np.int32),  # type: ignore[arg-type]
-            np.asarray(e.type_ids, dtype=np.int8) if e.type_ids is not None else None,  # type: ignore[arg-type]
-        )
-        for e in pairs
-    ]
-    return EncodedRequest(compact, doc_of, n)
-
-
-def best_per_document(scores: np.ndarray, doc_of: np.ndarray, n_docs: int) -> np.ndarray:
-    """Each document's best score over its pairs (float32)."""
-    out = np.full(n_docs, -np.inf, dtype=np.float32)
-    np.maximum.at(out, doc_of, scores.astype(np.float32))
-    return out
+__all__ = [
+    "ChunkSpec",
+    "EncodedRequest",
+    "TooLongError",
+    "best_per_document",
+    "encode_request",
+    "windows",
+]

@@ -1,0 +1,133 @@
+"""The model-family seam: what a family of checkpoints gives :class:`~crossrank.Reranker`.
+
+A family (encoder cross-encoders, bge-reranker-v2-gemma, the layerwise MiniCPM, ...) knows
+which ``config.json`` architectures it runs, how to parse that config, how to load its PyTorch
+model (or another backend), its input rules (a :class:`~crossrank.engine.encoding.PairEncoding`)
+and what its score is. ``Reranker`` composes these; it never branches on the family.
+
+Adding a family: one module in ``crossrank/families/`` defining a :class:`Family` object named
+``FAMILY``, plus one line in :data:`crossrank.families.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from crossrank.engine.backend import Backend
+from crossrank.engine.encoding import PairEncoding
+
+#: Reranker options that only some families honour, with their "not given" values; every
+#: other constructor option (device, dtype, max_length, batch_size, ...) works for all
+FAMILY_OPTIONS: dict[str, Any] = {
+    "backend": "torch",
+    "quantize": None,
+    "devices": None,
+    "prompt": None,
+    "cutoff_layers": None,
+    "share_prefix": True,
+    "instruction": None,
+}
+
+
+@runtime_checkable
+class ModelConfig(Protocol):
+    """The parsed ``config.json`` of a checkpoint, whatever its family."""
+
+    architecture: str
+    hidden_size: int
+    num_hidden_layers: int
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input (special tokens included) the model allows."""
+        ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model runs (fixed for the life of a Reranker)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    backend: str = "torch"
+    quantize: str | None = None
+    devices: list[torch.device] | None = None
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Input-rule and score options (the constructor's; some can change per call)."""
+
+    max_length: int
+    query_max_length: int | None = None
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
+    prompt: str | None = None
+    cutoff_layers: tuple[int, ...] | None = None
+    share_prefix: bool = True
+    instruction: str | None = None
+
+
+@dataclass
+class Scoring:
+    """What the engine needs to score pairs with one set of :class:`ScoreOptions`."""
+
+    tokenizer: PairEncoding
+    backend: Backend
+    #: id that fills padded positions
+    pad_id: int
+    #: what each score column is: ``("score",)``, or one name per cutoff layer
+    outputs: tuple[str, ...] = ("score",)
+    #: the family's default padded-token budget on this device (None: the engine's default)
+    default_max_tokens: int | None = None
+    #: values the options resolved to (e.g. the cutoff layers), for repr and reports
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+class LoadedModel(Protocol):
+    """A family's model, loaded once; cheap to turn into a :class:`Scoring` per option set."""
+
+    #: our PyTorch model, or None when another runtime computes the scores (ONNX)
+    model: torch.nn.Module | None
+
+    def scoring(self, options: ScoreOptions) -> Scoring:
+        """Tokenizer and backend for these options (the weights are shared, never copied)."""
+        ...
+
+
+class Family(Protocol):
+    """A family of checkpoints: see the module docstring."""
+
+    #: registry key ("encoder", "gemma", ...)
+    name: str
+    #: ``config.json`` architectures this family runs
+    architectures: tuple[str, ...]
+    #: the entries of :data:`FAMILY_OPTIONS` this family honours
+    options: frozenset[str]
+    #: the backends it runs on (``backend="auto"`` picks among them)
+    backends: tuple[str, ...]
+    #: one line: what a score is for this family
+    score: str
+
+    def claims(self, raw: dict[str, Any]) -> bool:
+        """True when this family runs the checkpoint whose config.json is ``raw``."""
+        ...
+
+    def parse_config(self, raw: dict[str, Any]) -> ModelConfig:
+        """The typed config (raises :class:`~crossrank.errors.ModelLoadError` when unusable)."""
+        ...
+
+    def load(self, model_dir: Path, config: Any, runtime: Runtime) -> LoadedModel:
+        """Load the model and tokenizer of ``model_dir`` for ``runtime``."""
+        ...
+
+
+def claims_by_architecture(family: Family, raw: dict[str, Any]) -> bool:
+    """The usual :meth:`Family.claims`: config.json lists one of the family's architectures."""
+    archs: Sequence[str] = raw.get("architectures") or []
+    return any(a in family.architectures for a in archs)

@@ -1,0 +1,65 @@
+"""bge-reranker-v2-minicpm-layerwise (``LayerWiseMiniCPMForCausalLM``): FlagEmbedding's
+LayerWiseFlagLLMReranker input rules (bos always added); score = the head of a cutoff layer
+applied to the last position (default: the last layer). Several ``cutoff_layers`` give one
+score column per layer (:meth:`~crossrank.Reranker.compute_layer_scores`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from crossrank.engine.encoding import PairEncoding
+from crossrank.families.base import ScoreOptions
+from crossrank.families.decoder import DecoderFamily
+from crossrank.families.gemma import bge_llm_tokenizer
+from crossrank.models.decoder import DecoderConfig, DecoderLM
+
+
+class MiniCPMLayerwiseFamily(DecoderFamily):
+    name = "minicpm-layerwise"
+    architectures = ("LayerWiseMiniCPMForCausalLM",)
+    options = frozenset({"prompt", "share_prefix", "cutoff_layers"})
+    score = "the cutoff layer's head on the last position (default: the last layer)"
+
+    def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
+        from crossrank.errors import UnsupportedModelError
+
+        head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
+        if head_type != "simple" or not multi:
+            raise UnsupportedModelError(
+                f"layerwise heads of type {head_type!r} (head_multi={multi}) are not "
+                "supported; bge-reranker-v2-minicpm-layerwise uses 'simple' multi heads"
+            )
+        config = DecoderConfig.from_dict(raw, kind=self.name)
+        return replace(
+            config,
+            hidden_act=raw.get("hidden_act", "silu"),
+            head_dim=config.hidden_size // config.num_attention_heads,
+            residual_scale=config.scale_depth / math.sqrt(config.num_hidden_layers),
+        )
+
+    def model_class(self) -> type[DecoderLM]:
+        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
+
+        return LayerWiseMiniCPMForCausalLM
+
+    def pair_tokenizer(
+        self, tokenizer: Tokenizer, model_dir: Path, options: ScoreOptions
+    ) -> PairEncoding:
+        return bge_llm_tokenizer(tokenizer, model_dir, options, always_bos=True)
+
+    def score_spec(
+        self, model: DecoderLM, tokenizer: PairEncoding, options: ScoreOptions
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
+
+        assert isinstance(model, LayerWiseMiniCPMForCausalLM)
+        cutoffs = model.check_cutoffs(options.cutoff_layers or [model.config.num_hidden_layers])
+        return {"cutoff_layers": cutoffs}, tuple(f"layer {k}" for k in cutoffs)
+
+
+FAMILY = MiniCPMLayerwiseFamily()
