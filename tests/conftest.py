@@ -70,9 +70,49 @@ def minicpm_dir(tiny_dir: Path) -> Path:
     return minicpm_checkpoint(tiny_dir / "minicpm")
 
 
+# -- newer families: Qwen3-Reranker, ModernBERT cross-encoders ----------------------------
+
+
+@pytest.fixture(scope="session")
+def qwen3_dir(tiny_dir: Path) -> Path:
+    from tiny_families import qwen3_checkpoint
+
+    return qwen3_checkpoint(tiny_dir / "qwen3")
+
+
+@pytest.fixture(scope="session")
+def qwen3_untied_dir(tiny_dir: Path) -> Path:
+    from tiny_families import qwen3_checkpoint
+
+    return qwen3_checkpoint(tiny_dir / "qwen3-untied", seed=1, tie_word_embeddings=False)
+
+
+@pytest.fixture(scope="session")
+def qwen3_seqcls_dir(tiny_dir: Path, qwen3_dir: Path) -> Path:
+    from tiny_families import qwen3_seqcls_checkpoint
+
+    return qwen3_seqcls_checkpoint(qwen3_dir, tiny_dir / "qwen3-seq-cls")
+
+
+@pytest.fixture(scope="session")
+def modernbert_dir(tiny_dir: Path) -> Path:
+    from tiny_families import modernbert_checkpoint
+
+    return modernbert_checkpoint(tiny_dir / "modernbert")
+
+
+@pytest.fixture(scope="session")
+def modernbert_mean_dir(tiny_dir: Path) -> Path:
+    from tiny_families import modernbert_checkpoint
+
+    return modernbert_checkpoint(
+        tiny_dir / "modernbert-mean", seed=1, classifier_pooling="mean", num_hidden_layers=3
+    )
+
+
 #: one tiny checkpoint fixture per model family: tests of features that every family must
 #: support are parametrized over these (a new family adds its fixture here)
-FAMILY_FIXTURES = ("bert_dir", "gemma_dir", "minicpm_dir")
+FAMILY_FIXTURES = ("bert_dir", "gemma_dir", "minicpm_dir", "qwen3_dir", "modernbert_dir")
 
 
 @pytest.fixture(params=FAMILY_FIXTURES)

@@ -10,6 +10,7 @@ import pytest
 
 from crossrank.cli import main
 from crossrank.reranker import Reranker
+from tiny_families import short_max_length
 
 TINY = Path(__file__).parent / "data" / "tiny-beir"
 PAIRS = [
@@ -26,8 +27,9 @@ def test_score_rank_eval_for_every_family(family_dir, tmp_path, capsys, monkeypa
     from crossrank.eval.rerank import rerank
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
-    rr = Reranker(family_dir, max_length=40, device="cpu")
-    common = ["-m", str(family_dir), "--max-length", "40", "--device", "cpu"]
+    max_length = short_max_length(family_dir, 40)
+    rr = Reranker(family_dir, max_length=max_length, device="cpu")
+    common = ["-m", str(family_dir), "--max-length", str(max_length), "--device", "cpu"]
     inp = tmp_path / "pairs.jsonl"
     inp.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
     out = tmp_path / "scores.jsonl"

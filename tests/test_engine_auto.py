@@ -69,7 +69,7 @@ def test_auto_on_this_machine_keeps_the_ranking(caplog):
     ]
     pairs = [(q, d) for q in queries for d in docs]
     exact = np.array(Reranker("crossrank/minilm-debian", device="cpu").compute_score(pairs))
-    with caplog.at_level("INFO", logger="crossrank.reranker"):
+    with caplog.at_level("INFO", logger="crossrank.engine.auto"):
         auto = Reranker("crossrank/minilm-debian", device="cpu", backend="auto")
     want = choose_backend(
         backends=("torch", "onnx"),

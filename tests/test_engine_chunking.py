@@ -14,6 +14,7 @@ from crossrank.engine.chunking import (
     windows,
 )
 from crossrank.engine.tokenize import PairTokenizer, load_tokenizer
+from tiny_families import short_max_length
 
 TEXT = " ".join(["the giant panda is a bear to china what pandas eat and live in"] * 6)
 
@@ -94,7 +95,7 @@ def test_chunked_score_is_the_best_window_for_every_family(family_dir):
     from crossrank import Reranker
     from crossrank.engine.chunking import encode_chunked
 
-    rr = Reranker(family_dir, max_length=48)
+    rr = Reranker(family_dir, max_length=short_max_length(family_dir))
     pairs = [("what do debian maintainers do?", LONG), ("short query", "a short passage")]
     spec = ChunkSpec(max_chunks=50, overlap=8)
     req = encode_chunked(rr.tokenizer, pairs, spec)
@@ -102,7 +103,7 @@ def test_chunked_score_is_the_best_window_for_every_family(family_dir):
     assert n_windows > 3 and int((req.doc_of == 1).sum()) == 1
     assert list(req.pairs[0].ids) == list(rr.tokenizer.encode(pairs[:1])[0].ids)
     assert all(len(p) <= len(req.pairs[0]) for p in req.pairs)  # no window outgrows the cut
-    if rr.family.name != "encoder":  # every window of one query shares the query prefix
+    if "share_prefix" in rr.family.options:  # windows of one query share its prefix
         lens = {p.prefix_len for p in req.pairs[:n_windows]}
         assert len(lens) == 1 and lens.pop() > 0
     per_window = rr.engine.score_encoded(req.pairs)  # each window as its own pair

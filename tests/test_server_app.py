@@ -1,10 +1,10 @@
-"""The HTTP routes through an in-process client (starlette's TestClient runs the lifespan)."""
+"""The HTTP routes through an in-process client (starlette's TestClient runs the lifespan).
+
+The route tests run against an encoder (BERT) and an LLM family (Gemma)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -17,15 +17,8 @@ from crossrank.engine.tokenize import EncodedPair  # noqa: E402
 from crossrank.reranker import Reranker, sigmoid  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
 from crossrank.server.settings import ServerSettings  # noqa: E402
+from server_helpers import DOCS, QUERY, wait_ready  # noqa: E402
 
-QUERY = "what is panda"
-DOCS = [
-    "the giant panda is a bear",
-    "debian is a free operating system for your computer",
-    "pandas eat bamboo and live in the mountains",
-    "hello",
-    "search engines rank documents",
-]
 TOL = 1e-5
 #: words the tiny WordPiece tokenizer keeps as one token each (so word windows = token windows)
 FILLER = [
@@ -45,17 +38,22 @@ FILLER = [
 ]
 
 
+#: the model families the route tests run against
+FAMILIES = ["bert_dir", "gemma_dir"]
+
+
 @pytest.fixture(scope="module")
 def rr(bert_dir) -> Reranker:
     return Reranker(bert_dir, device="cpu", max_length=64)
 
 
-def wait_ready(client: TestClient) -> None:
-    for _ in range(500):
-        if client.get("/health").status_code == 200:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never ready: {client.get('/health').json()}")
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request) -> tuple[Reranker, TestClient]:
+    """A reranker of each family and a client of its app."""
+    rr = Reranker(request.getfixturevalue(request.param), device="cpu", max_length=64)
+    with TestClient(create_app(rr, ServerSettings(max_wait_ms=1, chunk_overlap=8))) as c:
+        wait_ready(c)
+        yield rr, c
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +71,7 @@ def expected(rr: Reranker, docs: list[str], query: str = QUERY) -> np.ndarray:
 # -- response shapes and scores ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["bert_dir", "xlmr_dir"])
+@pytest.mark.parametrize("model", ["bert_dir", "xlmr_dir", "gemma_dir"])
 def test_tei_scores_equal_compute_score(model, request):
     rr = Reranker(request.getfixturevalue(model), device="cpu")
     with TestClient(create_app(rr, ServerSettings(max_wait_ms=1))) as c:
@@ -91,7 +89,8 @@ def test_tei_scores_equal_compute_score(model, request):
     assert all(set(r) == {"index", "score"} for r in raw.json())
 
 
-def test_tei_return_text(client):
+def test_tei_return_text(family):
+    _, client = family
     body = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True}).json()
     assert all(r["text"] == DOCS[r["index"]] for r in body)
     scores = [r["score"] for r in body]
@@ -99,7 +98,8 @@ def test_tei_return_text(client):
     assert all(0 < s < 1 for s in scores)
 
 
-def test_v1_cohere_jina_shape(client, rr):
+def test_v1_cohere_jina_shape(family):
+    rr, client = family
     docs = [DOCS[0], {"text": DOCS[1], "id": "x"}, *DOCS[2:]]
     r = client.post("/v1/rerank", json={"model": "anything", "query": QUERY, "documents": docs})
     assert r.status_code == 200
@@ -110,7 +110,9 @@ def test_v1_cohere_jina_shape(client, rr):
     assert [x["index"] for x in body["results"]] == list(np.argsort(-want, kind="stable"))
     for x in body["results"]:
         assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
-        assert x["document"] == {"text": DOCS[x["index"]]}
+        assert x["document"] == (
+            {"text": DOCS[1], "id": "x"} if x["index"] == 1 else {"text": DOCS[x["index"]]}
+        )
     pairs = rr.tokenizer.encode([(QUERY, d) for d in DOCS])
     assert body["usage"]["total_tokens"] == sum(len(p) for p in pairs)
 
@@ -125,7 +127,8 @@ def test_v1_cohere_jina_shape(client, rr):
     assert len(many["results"]) == len(DOCS)
 
 
-def test_v2_cohere_shape(client, rr):
+def test_v2_cohere_shape(family):
+    rr, client = family
     r = client.post(
         "/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 3}
     )
@@ -236,156 +239,6 @@ def test_chunking_scores_best_chunk(client, rr):
         assert v2 == pytest.approx(float(sigmoid(want2.max())), abs=TOL)
 
 
-# -- errors ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "path,body",
-    [
-        ("/rerank", {"query": "", "texts": DOCS}),
-        ("/rerank", {"query": "  ", "texts": DOCS}),
-        ("/rerank", {"query": QUERY, "texts": []}),
-        ("/v1/rerank", {"query": "", "documents": DOCS}),
-        ("/v1/rerank", {"query": QUERY, "documents": []}),
-        ("/v2/rerank", {"query": QUERY, "documents": []}),
-    ],
-)
-def test_400_empty(client, path, body):
-    r = client.post(path, json=body)
-    assert r.status_code == 400
-    if path == "/rerank":
-        assert r.json()["error_type"] == "Empty" and r.json()["error"]
-    else:
-        assert set(r.json()) == {"message"}
-
-
-BAD_BODIES = [
-    b"{bad json",
-    b"null",
-    b"[]",
-    b'"text"',
-    b'{"query": 1, "texts": ["a"]}',
-    b'{"query": "q", "texts": "abc"}',
-    b'{"query": "q", "texts": [null]}',
-    b'{"query": "q", "texts": [{"text": 1}]}',
-    b'{"query": "q", "documents": [{"id": 1}]}',
-    b'{"query": "q", "documents": ["a"], "top_n": 0}',
-    b'{"query": "q", "documents": ["a"], "top_n": 100000000000000000000000}',
-    b'{"query": "q", "documents": ["a"], "max_chunks_per_doc": -1}',
-    b'{"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}',
-    b'{"query": "q", "texts": ["a"], "truncation_direction": "up"}',
-    b'{"query": "\\ud800", "texts": ["a\\udfff"], "documents": ["\\ud800"]}',
-    b'{"query": "q", "texts": ["\\u0000"], "documents": ["\\u0000"]}',
-    b"\xff\xfe\x00",
-    b'{"query": ' * 1000,
-]
-
-
-@pytest.mark.parametrize("body", BAD_BODIES)
-@pytest.mark.parametrize("path", ["/rerank", "/v1/rerank", "/v2/rerank"])
-def test_bad_bodies_are_4xx(client, path, body):
-    r = client.post(path, content=body, headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500 or r.status_code == 200, (r.status_code, r.text)
-    if r.status_code != 200:
-        if path == "/rerank":
-            assert set(r.json()) == {"error", "error_type"}
-        else:
-            assert set(r.json()) == {"message"}
-
-
-def test_422_over_limits_and_413(rr):
-    settings = ServerSettings(
-        max_client_batch_size=3, max_input_chars=40, payload_limit=600, max_wait_ms=1
-    )
-    with TestClient(create_app(rr, settings)) as c:
-        wait_ready(c)
-        r = c.post("/rerank", json={"query": QUERY, "texts": ["a"] * 4})
-        assert r.status_code == 422 and "at most 3" in r.json()["error"]
-        r = c.post("/v1/rerank", json={"query": QUERY, "documents": ["a" * 41]})
-        assert r.status_code == 422 and "40 characters" in r.json()["message"]
-        r = c.post("/v2/rerank", json={"query": "q" * 41, "documents": ["a"]})
-        assert r.status_code == 422
-        big = {"query": QUERY, "texts": ["word " * 8] * 3 + ["x" * 500]}
-        r = c.post("/rerank", json=big)
-        assert r.status_code == 413 and r.json()["error_type"] == "PayloadTooLarge"
-        r = c.post("/v1/rerank", json={"query": QUERY, "documents": ["y" * 700]})
-        assert r.status_code == 413 and set(r.json()) == {"message"}
-
-        def chunked():  # no Content-Length: the limit is enforced while reading
-            for _ in range(10):
-                yield b" " * 100
-
-        r = c.post("/rerank", content=chunked(), headers={"content-type": "application/json"})
-        assert r.status_code == 413
-        # a chunked body under the limit still works
-        r = c.post(
-            "/rerank",
-            content=iter([b'{"query": "q", ', b'"texts": ["a", "b"]}']),
-            headers={"content-type": "application/json"},
-        )
-        assert r.status_code == 200 and len(r.json()) == 2
-
-
-def test_401_api_key(rr):
-    app = create_app(rr, ServerSettings(api_key="s3cret", max_wait_ms=1))
-    with TestClient(app) as c:
-        assert c.get("/health").status_code in (200, 503)  # open
-        wait_ready(c)
-        body = {"query": QUERY, "texts": DOCS}
-        assert c.post("/rerank", json=body).status_code == 401
-        r = c.post("/rerank", json=body, headers={"Authorization": "Bearer wrong"})
-        assert r.status_code == 401 and r.json()["error_type"] == "Unauthorized"
-        assert r.headers["www-authenticate"] == "Bearer"
-        r = c.post("/rerank", json=body, headers={"Authorization": "Basic s3cret"})
-        assert r.status_code == 401
-        r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
-        assert r.status_code == 401 and set(r.json()) == {"message"}
-        assert c.get("/metrics").status_code == 401
-        assert c.get("/info").status_code == 401
-        ok = {"Authorization": "Bearer s3cret"}
-        assert c.post("/rerank", json=body, headers=ok).status_code == 200
-        assert c.get("/info", headers=ok).json()["auth"] is True
-        assert c.get("/openapi.json").status_code == 200
-
-
-def test_503_before_startup(rr):
-    import httpx
-
-    app = create_app(rr, ServerSettings())
-
-    async def go():  # ASGITransport runs no lifespan: the model never gets ready
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            health = await c.get("/health")
-            tei = await c.post("/rerank", json={"query": QUERY, "texts": DOCS})
-            v1 = await c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
-        return health, tei, v1
-
-    health, tei, v1 = asyncio.run(go())
-    assert health.status_code == 503 and health.json() == {"status": "loading"}
-    assert tei.status_code == 503 and tei.json()["error_type"] == "Unhealthy"
-    assert v1.status_code == 503 and set(v1.json()) == {"message"}
-
-
-def test_load_failure_reports_503(tmp_path):
-    app = create_app(ServerSettings(model=str(tmp_path / "missing"), warmup=False))
-    with TestClient(app) as c:
-        for _ in range(200):
-            if c.get("/health").json()["status"] != "loading":
-                break
-            time.sleep(0.01)
-        r = c.get("/health")
-        assert r.status_code == 503 and r.json() == {"status": "failed"}
-
-
-def test_404_405_shapes(client):
-    assert client.get("/nope").status_code == 404
-    r = client.get("/v1/rerank")
-    assert r.status_code == 405 and set(r.json()) == {"message"}
-    r = client.get("/rerank")
-    assert r.status_code == 405 and r.json()["error_type"] == "MethodNotAllowed"
-
-
 # -- service routes ----------------------------------------------------------------------
 
 
@@ -408,7 +261,10 @@ def test_metrics_and_access_log(client, caplog):
         client.post("/rerank", json={"query": QUERY, "texts": DOCS})
         client.post("/rerank", json={"query": "", "texts": DOCS})
     lines = [r.getMessage() for r in caplog.records if r.name == "crossrank.server.access"]
-    assert any('"POST /rerank HTTP/1.1" 200' in line and line.endswith("ms") for line in lines)
+    import re
+
+    ok = re.compile(r'"POST /rerank HTTP/1.1" 200 [0-9.]+ms \[[0-9a-f]{16}\]$')
+    assert any(ok.search(line) for line in lines), lines
     assert any('"POST /rerank HTTP/1.1" 400' in line for line in lines)
     text = client.get("/metrics").text
     assert 'crossrank_requests_total{route="/rerank",status="200"}' in text
@@ -422,3 +278,67 @@ def test_metrics_and_access_log(client, caplog):
         "crossrank_queue_pairs 0.0",
     ):
         assert name in text, name
+
+
+# -- Cohere v1 rank_fields and object documents ------------------------------------------
+
+
+def test_v1_rank_fields_join_and_echo(family):
+    """Objects are ranked by their rank_fields as "field: value" lines and echoed whole."""
+    rr, client = family
+    docs = [
+        {"title": "giant panda", "body": DOCS[0], "id": 7},
+        {"title": "debian", "body": DOCS[1], "text": "ignored with rank_fields", "year": 1993},
+        {"body": DOCS[2]},  # no title: that field is skipped
+        "a plain string",  # strings are ranked as they are
+    ]
+    r = client.post(
+        "/v1/rerank",
+        json={"query": QUERY, "documents": docs, "rank_fields": ["title", "body"]},
+    )
+    assert r.status_code == 200, r.text
+    ranked = [
+        f"title: giant panda\nbody: {DOCS[0]}",
+        f"title: debian\nbody: {DOCS[1]}",
+        f"body: {DOCS[2]}",
+        "a plain string",
+    ]
+    want = sigmoid(expected(rr, ranked))
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == list(np.argsort(-want, kind="stable"))
+    for x in results:
+        assert x["relevance_score"] == pytest.approx(float(want[x["index"]]), abs=TOL)
+        doc = docs[x["index"]]
+        assert x["document"] == ({"text": doc} if isinstance(doc, str) else doc)
+    # without rank_fields: an object's text, or all its fields when it has none
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": [docs[1], {"a": 1}]})
+    want = sigmoid(expected(rr, ["ignored with rank_fields", "a: 1"]))
+    got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+    np.testing.assert_allclose([got[0], got[1]], want, atol=TOL)
+    # a text that is not a string is refused, in the Cohere / Jina error shape
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": [{"text": 3}]})
+    assert r.status_code == 422 and set(r.json()) == {"message", "detail"}
+
+
+def test_info_reports_the_settings(client):
+    from crossrank.server.settings import info_settings
+
+    info = client.get("/info").json()
+    settings = client.app.state.crossrank.settings
+    for name, value in info_settings(settings).items():
+        if name != "max_batch_tokens":  # the value in use (the engine's unless set)
+            assert info[name] == value, name
+    assert info["max_batch_tokens"] == client.app.state.crossrank.scheduler.max_batch_tokens
+    assert "api_key" not in info
+
+
+def test_info_shows_the_auto_backend_choice(bert_dir, client):
+    assert client.get("/info").json()["backend_choice"] is None  # an explicit backend
+    rr = Reranker(bert_dir, device="cpu", max_length=64, backend="auto")
+    with TestClient(create_app(rr, ServerSettings(warmup=False))) as c:
+        wait_ready(c)
+        info = c.get("/info").json()
+    assert info["backend_choice"] == {
+        "backend": rr.backend_choice.describe(),
+        "reason": rr.backend_choice.reason,
+    }

@@ -187,3 +187,84 @@ def test_model_from_environment(bert_dir):
             os.environ.pop("CROSSRANK_MODEL")
         else:
             os.environ["CROSSRANK_MODEL"] = old
+
+
+def test_disconnected_client_pairs_are_dropped(bert_dir, tmp_path):
+    """A raw socket sends a big request and closes mid-request: the pairs counter stops
+    rising well before the request's pairs are all scored, and the rest are counted dropped."""
+    import json
+
+    from server_helpers import metric, serving
+
+    n = 1000
+    args = ["--max-length", "64", "--max-batch-tokens", "128", "--max-wait-ms", "0"]
+    with serving(bert_dir, tmp_path / "serve.log", *args) as srv:
+        body = json.dumps({"query": QUERY, "texts": docs_for(5, n)}).encode()
+        head = (
+            f"POST /rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        port = int(srv.base.rsplit(":", 1)[1])
+        start = metric(srv.base, "crossrank_pairs_total")  # the warm-up's
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + body)
+            deadline = time.monotonic() + 60
+            while metric(srv.base, "crossrank_pairs_total") < start + 20:
+                assert time.monotonic() < deadline, "scoring never started"
+                time.sleep(0.02)
+        # the socket is closed: at most the batch in flight is still scored
+        time.sleep(1.0)
+        settled = metric(srv.base, "crossrank_pairs_total")
+        time.sleep(1.5)
+        assert metric(srv.base, "crossrank_pairs_total") == settled
+        assert settled - start < n
+        dropped = metric(srv.base, "crossrank_dropped_pairs_total")
+        assert dropped > 0 and settled - start + dropped == n
+        assert metric(srv.base, "crossrank_queue_pairs") == 0
+        # the server serves the next client
+        r = httpx.post(f"{srv.base}/rerank", json={"query": QUERY, "texts": ["a"]}, timeout=30)
+        assert r.status_code == 200
+        assert srv.stop() == 0
+    log = srv.text()
+    assert "Traceback" not in log and '"POST /rerank HTTP/1.1" 499' in log
+
+
+def test_sigterm_under_load_answers_503_quietly(bert_dir, tmp_path):
+    """SIGTERM with more queued work than the graceful timeout allows: every request gets
+    200 or a JSON 503, none a 500, and the log has no traceback."""
+    from server_helpers import serving
+
+    args = ["--max-length", "64", "--max-batch-tokens", "256", "--graceful-timeout", "2"]
+    with serving(bert_dir, tmp_path / "serve.log", *args) as srv:
+        rate_probe = httpx.post(
+            f"{srv.base}/rerank", json={"query": QUERY, "texts": docs_for(1, 200)}, timeout=60
+        )
+        assert rate_probe.status_code == 200
+        results: list[httpx.Response | Exception] = []
+
+        def call(i: int) -> None:
+            try:
+                body = {"query": f"{QUERY} {i}", "texts": docs_for(100 + i, 300)}
+                results.append(httpx.post(f"{srv.base}/rerank", json=body, timeout=60))
+            except Exception as exc:  # connection refused after the listener closed
+                results.append(exc)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # all sent, most of them queued
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert srv.proc.wait(60) == 0
+    answered = [r for r in results if isinstance(r, httpx.Response)]
+    codes = sorted(r.status_code for r in answered)
+    assert set(codes) <= {200, 429, 503}, codes
+    assert 503 in codes, codes
+    for r in answered:
+        if r.status_code == 503:
+            assert r.json()["error_type"] == "Unhealthy" and r.json()["error"]
+    refused = [r for r in results if not isinstance(r, httpx.Response)]
+    assert all(isinstance(e, httpx.TransportError) for e in refused), refused
+    log = srv.text()
+    assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
 
 import numpy as np
 import pytest
@@ -12,11 +14,12 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
+from crossrank.engine.chunking import ChunkSpec  # noqa: E402
 from crossrank.reranker import Reranker, sigmoid  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
-from crossrank.server.chunking import ChunkSpec  # noqa: E402
+from crossrank.server.errors import Overloaded  # noqa: E402
 from crossrank.server.metrics import Metrics  # noqa: E402
-from crossrank.server.scheduler import Overloaded, Scheduler  # noqa: E402
+from crossrank.server.scheduler import DRAIN_MARGIN, Scheduler, Stopped  # noqa: E402
 from crossrank.server.settings import ServerSettings  # noqa: E402
 
 QUERY = "what is panda"
@@ -124,7 +127,7 @@ def test_overload_429_then_recovery(rr):
         return refused_v1, refused_tei, admitted, again, text, state.scheduler.queued
 
     refused_v1, refused_tei, admitted, again, text, queued = run_app(app, scenario)
-    assert refused_v1.status_code == 429 and set(refused_v1.json()) == {"message"}
+    assert refused_v1.status_code == 429 and set(refused_v1.json()) == {"message", "detail"}
     assert int(refused_v1.headers["retry-after"]) >= 1
     assert refused_tei.status_code == 429 and refused_tei.json()["error_type"] == "Overloaded"
     # admission is per request: the big one (400 pairs > the limit of 10) was served whole
@@ -261,7 +264,7 @@ def test_backend_failure_is_424_not_500(bert_dir):
     tei, v1, queued = run_app(app, scenario)
     assert tei.status_code == 424 and tei.json()["error_type"] == "Backend"
     assert "device lost" in tei.json()["error"]
-    assert v1.status_code == 424 and "device lost" in v1.json()["message"]
+    assert v1.status_code == 424 and "device lost" in v1.json()["detail"]
     assert queued == 0
 
 
@@ -279,3 +282,130 @@ def test_sigmoid_matches_the_library(rr):
     np.testing.assert_allclose(
         want, sigmoid(np.asarray(rr.compute_score([[QUERY, d] for d in docs])))
     )
+
+
+def test_admission_by_expected_wait(rr):
+    """With a measured drain rate, a request that would wait too long gets 429, and its
+    Retry-After is the time until the queue has drained enough for it to fit."""
+    sched = Scheduler(rr, Metrics(), max_wait_ms=2000, max_queue_wait=0.5)
+    sched.start()
+
+    async def main():
+        await sched.score(QUERY, docs_for(1, 40), ChunkSpec())  # measures the rate
+        rate = sched.rate
+        assert rate > 0
+        # queue more than max_queue_wait seconds of work (its batch waits up to 2 s to fill)
+        n = int(rate * 2) + 1
+        big = asyncio.create_task(sched.score(QUERY, docs_for(2, n), ChunkSpec()))
+        for _ in range(100000):
+            if sched._pending:
+                break
+            await asyncio.sleep(0)
+        queued = sched.queued
+        with pytest.raises(Overloaded) as info:
+            await sched.score(QUERY, ["a", "b"], ChunkSpec())
+        want = max(1, math.ceil(queued / sched.rate - 0.5))
+        big.cancel()
+        return info.value, want
+
+    try:
+        err, want = asyncio.run(main())
+    finally:
+        sched.close()
+    assert err.retry_after == want
+    assert err.headers == {"Retry-After": str(want)}
+    assert "would wait" in err.message
+
+
+def test_cancel_drops_queued_pairs_at_once(rr):
+    """A cancelled request's pairs leave the count at once (admission sees the room) and are
+    never scored."""
+    m = Metrics()
+    sched = Scheduler(rr, m, max_wait_ms=3000)
+    sched.start()
+
+    async def main():
+        task = asyncio.create_task(sched.score(QUERY, docs_for(3, 30), ChunkSpec()))
+        for _ in range(100000):
+            if sched._pending:
+                break
+            await asyncio.sleep(0)
+        assert sched.queued == 30
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return sched.queued
+
+    try:
+        assert asyncio.run(main()) == 0
+    finally:
+        sched.close()
+    text = m.render()[0].decode()
+    assert metric(text, "crossrank_pairs_total") == 0
+    assert metric(text, "crossrank_dropped_pairs_total") == 30
+
+
+def test_drain_fails_what_cannot_finish(rr):
+    """On shutdown, queued requests beyond what the measured rate finishes in the time left
+    are answered Stopped (503) at once; the others are scored."""
+    sched = Scheduler(rr, Metrics(), max_wait_ms=1500)
+    sched.start()
+    per = 10  # pairs per request: ten requests stay under one batch, waiting to fill
+
+    async def main():
+        await sched.score(QUERY, docs_for(1, 20), ChunkSpec())  # measures the rate
+        tasks = [
+            asyncio.create_task(sched.score(QUERY, docs_for(10 + i, per), ChunkSpec()))
+            for i in range(10)
+        ]
+        while len({job for job, _ in sched._pending}) < 10:
+            await asyncio.sleep(0.001)
+        # time left for 2.5 requests at the measured rate (with the safety margin)
+        failed = sched.drain(2.5 * per / sched.rate / DRAIN_MARGIN)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        with pytest.raises(Stopped):
+            await sched.score(QUERY, ["a"], ChunkSpec())
+        return failed, results
+
+    try:
+        failed, results = asyncio.run(main())
+    finally:
+        sched.close()
+    kept = [not isinstance(r, BaseException) for r in results]
+    assert failed == 8 and kept == [True, True] + [False] * 8  # FIFO: the first two finish
+    assert all(isinstance(r, Stopped) for r in results[2:])
+    for (logits, _), i in zip(results[:2], range(2)):
+        want = rr.compute_score([[QUERY, d] for d in docs_for(10 + i, per)])
+        np.testing.assert_allclose(logits, want, atol=TOL, rtol=0)
+
+
+def test_drain_lets_admitted_requests_in_while_there_is_time(rr):
+    """Requests admitted before the shutdown but still being tokenized are scored when the
+    time left allows them, and refused (Stopped) when it does not."""
+    sched = Scheduler(rr, Metrics(), max_wait_ms=1, tokenizer_workers=1)
+    sched.start()
+    gate = threading.Event()
+
+    async def main():
+        await sched.score(QUERY, docs_for(1, 20), ChunkSpec())  # measures the rate
+        sched._pool.submit(gate.wait)  # the one tokenizer thread is busy
+        first = asyncio.create_task(sched.score(QUERY, docs_for(2, 8), ChunkSpec()))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(sched.score(QUERY, docs_for(3, 8), ChunkSpec()))
+        while sched.queued < 16:  # both admitted, waiting for the tokenizer
+            await asyncio.sleep(0.001)
+        sched.drain(10 / sched.rate / DRAIN_MARGIN * 1.05)  # time for 10 pairs
+        with pytest.raises(Stopped):  # nothing new is admitted
+            await sched.score(QUERY, ["a"], ChunkSpec())
+        gate.set()
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        gate.set()
+        sched.close()
+    want = rr.compute_score([[QUERY, d] for d in docs_for(2, 8)])
+    np.testing.assert_allclose(first[0], want, atol=TOL, rtol=0)
+    assert isinstance(second, Stopped)  # 8 more pairs do not fit in the 2 left
+    assert sched.queued == 0

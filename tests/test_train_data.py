@@ -119,3 +119,20 @@ def test_gzip_input_and_short_groups_are_counted(tmp_path, caplog):
         exs = load_examples(str(path), group_size=8)
     assert len(exs) == 2 and exs[1].lineno == 2
     assert "1 of 2 groups have fewer than 7 negatives" in caplog.text
+
+
+def test_prompt_field_is_carried_into_groups_and_checked(tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [
+        {"query": "q1", "pos": ["p"], "neg": ["n1", "n2"], "prompt": "Is B about A?"},
+        {"query": "q2", "pos": ["p"], "neg": ["n1", "n2"]},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ex = load_examples(str(path), group_size=2)
+    assert [e.prompt for e in ex] == ["Is B about A?", None]
+    rng = np.random.default_rng(0)
+    assert sample_group(ex[0], 2, rng).prompt == "Is B about A?"
+    assert sample_group(ex[1], 2, rng).prompt is None
+    path.write_text(json.dumps({**rows[1], "prompt": 3}) + "\n")
+    with pytest.raises(InputError, match=r"p.jsonl:1: 'prompt' must be a string"):
+        load_examples(str(path), group_size=2)

@@ -38,3 +38,25 @@ def test_group_loss_adds_weighted_distillation_and_grads_flow():
     assert abs(group_loss(logits, teacher, 0.0).item() - ce) < 1e-6
     group_loss(logits, teacher).backward()
     assert logits.grad is not None and logits.grad[0, 0] < 0  # pushes the positive up
+
+
+def test_loss_registry_by_name():
+    import pytest
+
+    from crossrank.errors import CrossrankError
+    from crossrank.train.losses import LOSSES, make_loss
+
+    assert set(LOSSES) >= {"ce", "distill"}
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, 1.0, -1.0]])
+    teacher = torch.tensor([[3.0, 0.0, 1.0], [1.0, 2.0, 0.0]])
+    ce = make_loss("ce", 0.5)
+    assert not ce.needs_teacher
+    assert abs(ce(logits, None).item() - group_cross_entropy(logits).item()) < 1e-6
+    assert abs(ce(logits, teacher).item() - group_loss(logits, teacher, 0.5).item()) < 1e-6
+    kd = make_loss("distill")
+    assert kd.needs_teacher
+    assert abs(kd(logits, teacher).item() - distillation(logits, teacher).item()) < 1e-6
+    with pytest.raises(CrossrankError, match="teacher"):
+        kd(logits, None)
+    with pytest.raises(CrossrankError, match="unknown --loss"):
+        make_loss("hinge")

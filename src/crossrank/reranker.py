@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,20 @@ import torch
 
 from crossrank.errors import CrossrankError, InputError
 from crossrank.hub import DEFAULT_MODEL
+from crossrank.inputs import (
+    Document,
+    as_documents,
+    as_layers,
+    as_pairs,
+    check_text,
+    document_text,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+    sigmoid,
+)
+
+__all__ = ["Document", "RankResult", "Reranker", "resolve_device", "resolve_dtype", "sigmoid"]
 
 if TYPE_CHECKING:
     from crossrank.engine.auto import BackendChoice
@@ -24,19 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Document = str | Mapping[str, Any]
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
 
 @dataclass(frozen=True)
 class RankResult:
@@ -45,114 +46,6 @@ class RankResult:
     index: int
     score: float
     document: Document | None = None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device; None picks CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CrossrankError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CrossrankError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``dtype`` as a torch.dtype (default fp32); fp16 on the CPU is refused."""
-    if dtype is None:
-        resolved = torch.float32
-    elif isinstance(dtype, torch.dtype):
-        resolved = dtype
-    else:
-        try:
-            resolved = _DTYPES[str(dtype).lower()]
-        except KeyError:
-            raise CrossrankError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16") from None
-    if resolved not in (torch.float32, torch.float16, torch.bfloat16):
-        raise CrossrankError(f"dtype {resolved} is not supported; use fp32, fp16 or bf16")
-    if resolved == torch.float16 and device.type == "cpu":
-        raise CrossrankError(
-            "fp16 is not supported on the CPU (no half-precision kernels there); "
-            "use fp32, or bf16 on CPUs with AMX"
-        )
-    return resolved
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function in float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
-
-
-def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """``value`` checked to be an int >= ``minimum`` (bools refused), else a clear InputError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def as_pairs(pairs: Any) -> list[tuple[str, str]]:
-    """``[query, passage]`` pairs from what users pass: one pair, a list / tuple / generator of
-    pairs, a 2-D numpy array of strings, or a pandas-like object with ``.values``."""
-    values = getattr(pairs, "values", None)  # pandas DataFrame: its 2-D array
-    if isinstance(values, np.ndarray):
-        pairs = values
-    if isinstance(pairs, np.ndarray):
-        if pairs.ndim == 1 and pairs.shape[0] == 2:
-            pairs = pairs[None, :]
-        if pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise InputError(f"a pairs array must have shape [n, 2], got {list(pairs.shape)}")
-        pairs = pairs.tolist()
-    elif isinstance(pairs, (str, bytes)):
-        raise InputError("pairs must be [query, passage] pairs, got a single string")
-    elif isinstance(pairs, Mapping) or not isinstance(pairs, Iterable):
-        raise InputError(
-            f"pairs must be an iterable of [query, passage] pairs, got {type(pairs).__name__}"
-        )
-    items = pairs if isinstance(pairs, Sequence) else list(pairs)
-    if len(items) == 2 and all(isinstance(x, str) for x in items):
-        return [(items[0], items[1])]
-    out = []
-    for i, pair in enumerate(items):
-        if isinstance(pair, (str, bytes, Mapping)) or not isinstance(pair, Iterable):
-            raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
-        pair = tuple(pair)
-        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise InputError(f"pair {i} must be two strings [query, passage]: {pair!r:.80}")
-        out.append((pair[0], pair[1]))
-    return out
-
-
-def as_documents(documents: Any, where: str = "documents") -> list[Document]:
-    """A list of documents (strings or mappings with ``text``); a lone string is refused."""
-    if isinstance(documents, (str, bytes)):
-        raise InputError(f"{where} must be a list of documents, got a single string")
-    if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
-        raise InputError(f"{where} must be a list of documents, got {type(documents).__name__}")
-    return list(documents)
-
-
-def check_text(texts: Iterable[str], what: str) -> None:
-    """Raise an InputError for the first text that is not valid Unicode (lone surrogates)."""
-    for i, t in enumerate(texts):
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(
-                f"{what} {i} is not valid Unicode: {exc.reason} at {exc.start}"
-            ) from None
-
-
-def document_text(doc: Document, index: int) -> str:
-    """The text of a document given as a string or a mapping with ``text``."""
-    if isinstance(doc, str):
-        return doc
-    if isinstance(doc, Mapping) and isinstance(doc.get("text"), str):
-        return doc["text"]
-    raise InputError(f"document {index} must be a string or a mapping with a 'text' string")
 
 
 class Reranker:
@@ -197,6 +90,9 @@ class Reranker:
         share_prefix: LLM families: compute the query prefix's keys/values once for all
             passages (and chunks) of a query (default True; scores are unchanged).
         instruction: families with a task instruction in their template (Qwen3-Reranker).
+        adapter: LLM families, ``backend="torch"``: a local PEFT LoRA adapter directory merged
+            into ``model``'s weights. ``model`` may itself be an adapter directory: its base is
+            then its ``base_model_name_or_path``.
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")  # doctest: +SKIP
@@ -229,13 +125,16 @@ class Reranker:
         cutoff_layers: int | Sequence[int] | None = None,
         share_prefix: bool = True,
         instruction: str | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         from crossrank.config import read_config
         from crossrank.families import family_for
         from crossrank.families.base import Runtime, ScoreOptions
         from crossrank.hub import resolve_model_dir
+        from crossrank.models.adapters import split_adapter
 
         self.model_name = str(model)
+        model, adapter_dir = split_adapter(model, adapter)
         self.model_dir: Path = resolve_model_dir(model, revision=revision)
         raw = read_config(self.model_dir / "config.json")
         self.family = family_for(raw)
@@ -261,7 +160,11 @@ class Reranker:
         #: what ``backend="auto"`` chose (None for an explicit backend)
         self.backend_choice: BackendChoice | None = None
         if backend == "auto":
-            backend, quantize, dtype = self._auto_backend(dtype, quantize)
+            from crossrank.engine.auto import resolve_auto
+
+            self.backend_choice = resolve_auto(self.family.backends, self.device, dtype, quantize)
+            backend, quantize = self.backend_choice.backend, self.backend_choice.quantize
+            dtype = self.backend_choice.dtype or dtype
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_length = self._clamp_length(max_length)
         self.normalize = normalize
@@ -271,12 +174,16 @@ class Reranker:
             query_instruction=query_instruction,
             passage_instruction=passage_instruction,
             prompt=prompt,
-            cutoff_layers=_layers(cutoff_layers),
+            cutoff_layers=as_layers(cutoff_layers),
             share_prefix=share_prefix,
             instruction=instruction,
         )
         runtime = Runtime(self.device, self.dtype, backend, quantize, pool)
         self.loaded = self.family.load(self.model_dir, self.config, runtime)
+        if adapter_dir is not None:
+            from crossrank.models.adapters import apply_adapter_to
+
+            apply_adapter_to(self.loaded.model, adapter_dir, backend=backend, devices=pool)
         #: our PyTorch model (None when another backend computes the scores)
         self.model = self.loaded.model
         self._max_batch_tokens = max_batch_tokens
@@ -308,40 +215,10 @@ class Reranker:
         layers = self.scoring.resolved.get("cutoff_layers")
         return list(layers) if layers is not None else None
 
-    def _auto_backend(
-        self, dtype: str | torch.dtype | None, quantize: str | None
-    ) -> tuple[str, str | None, str | torch.dtype | None]:
-        from crossrank.engine.auto import choose_backend, cpu_flags, onnx_available
-
-        if quantize is not None:
-            raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
-        choice = choose_backend(
-            backends=self.family.backends,
-            device=self.device,
-            dtype_given=dtype is not None,
-            flags=cpu_flags(),
-            onnx=onnx_available(),
-        )
-        self.backend_choice = choice
-        logger.info("backend='auto' chose %s: %s", choice.describe(), choice.reason)
-        return choice.backend, choice.quantize, choice.dtype or dtype
-
     def _check_options(self, **given: Any) -> None:
-        from crossrank.families.base import FAMILY_OPTIONS
+        from crossrank.families.base import check_options
 
-        refused = sorted(
-            k
-            for k, v in given.items()
-            if k not in self.family.options
-            and v is not None
-            and v != FAMILY_OPTIONS[k]
-            and not (k == "backend" and v == "auto")
-        )
-        if refused:
-            shown = ", ".join(f"{k}={given[k]!r}" for k in refused)
-            raise CrossrankError(
-                f"{shown}: not supported by the {self.family.name} family of {self.model_name}"
-            )
+        check_options(self.family, self.model_name, given)
 
     def _engine(self, scoring: Scoring) -> Engine:
         from crossrank.engine.runner import Engine
@@ -365,7 +242,7 @@ class Reranker:
         except CrossrankError as exc:
             raise InputError(str(exc)) from None
         if "cutoff_layers" in given:
-            given["cutoff_layers"] = _layers(given["cutoff_layers"])
+            given["cutoff_layers"] = as_layers(given["cutoff_layers"])
         return self.loaded.scoring(replace(self.options, **given))
 
     def _clamp_length(self, max_length: int) -> int:
@@ -395,24 +272,14 @@ class Reranker:
         chunk_overlap: int | None,
     ) -> np.ndarray:
         """Float32 scores ``[n, n_outputs]`` of pairs (validated), best window per pair."""
-        from crossrank.engine.chunking import ChunkSpec
+        from crossrank.engine.chunking import chunk_spec
 
         items = as_pairs(pairs)
         if batch_size is not None:
             batch_size = positive_int("batch_size", batch_size)
         if max_length is not None:
             max_length = self._clamp_length(max_length)
-        spec = ChunkSpec(
-            max_chunks=1
-            if max_chunks_per_doc is None
-            else positive_int("max_chunks_per_doc", max_chunks_per_doc),
-            overlap=32
-            if chunk_overlap is None
-            else positive_int("chunk_overlap", chunk_overlap, minimum=0),
-            max_doc_tokens=None
-            if max_tokens_per_doc is None
-            else positive_int("max_tokens_per_doc", max_tokens_per_doc),
-        )
+        spec = chunk_spec(max_chunks_per_doc, max_tokens_per_doc, chunk_overlap)
         engine = self.engine if scoring is self.scoring else self._engine(scoring)
         try:
             scores = engine.score_pairs(
@@ -455,7 +322,7 @@ class Reranker:
             >>> rr.compute_score([["q", "a passage"], ["q", "another"]])  # doctest: +SKIP
             [1.25, -3.5]
         """
-        layers = _layers(cutoff_layers)
+        layers = as_layers(cutoff_layers)
         if layers is not None and len(layers) > 1:
             raise InputError(
                 f"compute_score gives one score per pair; for the layers {list(layers)} use "
@@ -590,19 +457,3 @@ class Reranker:
             f"Reranker({self.model_name!r}, family={self.family.name}, device={self.device}, "
             f"dtype={self.dtype}, max_length={self.max_length}{extra})"
         )
-
-
-def _layers(cutoff_layers: int | Sequence[int] | None) -> tuple[int, ...] | None:
-    """``cutoff_layers`` as a tuple of ints (checked against the model by its family)."""
-    if cutoff_layers is None:
-        return None
-    if isinstance(cutoff_layers, (int, np.integer)) and not isinstance(cutoff_layers, bool):
-        return (int(cutoff_layers),)
-    if isinstance(cutoff_layers, (str, bytes)) or not isinstance(cutoff_layers, Iterable):
-        raise InputError(f"cutoff layers must be an int or a list of ints, got {cutoff_layers!r}")
-    layers = tuple(cutoff_layers)
-    if not layers or not all(
-        isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in layers
-    ):
-        raise InputError(f"cutoff layers must be an int or a list of ints, got {cutoff_layers!r}")
-    return tuple(int(x) for x in layers)

@@ -100,3 +100,25 @@ def choose_backend(
     if "onnx" in backends and int8 and not onnx:
         why = "ONNX Runtime is not installed (pip install 'crossrank[onnx]')"
     return BackendChoice("torch", None, None, f"{why}: exact fp32")
+
+
+def resolve_auto(
+    backends: Collection[str],
+    device: torch.device,
+    dtype: str | torch.dtype | None,
+    quantize: str | None,
+) -> BackendChoice:
+    """What ``backend="auto"`` means for a family running on ``backends`` (logged)."""
+    from crossrank.errors import CrossrankError
+
+    if quantize is not None:
+        raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
+    choice = choose_backend(
+        backends=backends,
+        device=device,
+        dtype_given=dtype is not None,
+        flags=cpu_flags(),
+        onnx=onnx_available(),
+    )
+    logger.info("backend='auto' chose %s: %s", choice.describe(), choice.reason)
+    return choice

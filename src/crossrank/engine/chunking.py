@@ -64,6 +64,27 @@ class ChunkSpec:
         )
 
 
+def chunk_spec(
+    max_chunks_per_doc: int | None = None,
+    max_tokens_per_doc: int | None = None,
+    chunk_overlap: int | None = None,
+) -> ChunkSpec:
+    """The :class:`ChunkSpec` of the library's per-call options, each checked (InputError)."""
+    from crossrank.inputs import positive_int
+
+    return ChunkSpec(
+        max_chunks=1
+        if max_chunks_per_doc is None
+        else positive_int("max_chunks_per_doc", max_chunks_per_doc),
+        overlap=32
+        if chunk_overlap is None
+        else positive_int("chunk_overlap", chunk_overlap, minimum=0),
+        max_doc_tokens=None
+        if max_tokens_per_doc is None
+        else positive_int("max_tokens_per_doc", max_tokens_per_doc),
+    )
+
+
 @dataclass
 class EncodedRequest:
     """The pairs of one request: ``doc_of[i]`` is the document of ``pairs[i]``."""

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: our CrossEncoder exported to ONNX, optimised, optionally int8-quantized.
+"""ONNX Runtime backend: our CrossEncoder exported to ONNX, optimised, optionally int8-quantized
+(ModernBERT cross-encoders have their own export: :mod:`crossrank.engine.onnx_modernbert`).
 
 The export runs the same math as :class:`~crossrank.models.encoder.CrossEncoder` on the padded
 batch (the packed-token layout uses data-dependent shapes that ONNX graphs handle poorly):
@@ -296,12 +297,22 @@ def per_token_matmuls(model, names: set[str]) -> None:
 def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None, out: Path):
     """Export, optimise and (optionally) quantize into the empty directory ``out``."""
     from crossrank.config import EncoderConfig, read_config
+    from crossrank.models.modernbert import ARCHITECTURES as MODERNBERT
 
-    config = EncoderConfig.from_dict(read_config(model_dir / "config.json"))
+    raw = read_config(model_dir / "config.json")
     t0 = time.perf_counter()
-    export_onnx(load_model(), out / "exported.onnx", with_types=config.type_vocab_size > 1)
-    optimize(out / "exported.onnx", out / "optimized.onnx", config)
     final = out / "optimized.onnx"
+    if any(a in MODERNBERT for a in raw.get("architectures") or []):
+        # its own padded graph; ONNX Runtime's BERT fusions do not match it
+        from crossrank.engine.onnx_modernbert import export_modernbert
+
+        with_types = False
+        export_modernbert(load_model(), final, OPSET)
+    else:
+        config = EncoderConfig.from_dict(raw)
+        with_types = config.type_vocab_size > 1
+        export_onnx(load_model(), out / "exported.onnx", with_types=with_types)
+        optimize(out / "exported.onnx", final, config)
     if quantize == "int8":
         quantize_int8(final, out / "int8.onnx")
         final = out / "int8.onnx"
@@ -312,7 +323,7 @@ def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | 
     meta = {
         "checkpoint": str(model_dir),
         "quantize": quantize,
-        "with_types": config.type_vocab_size > 1,
+        "with_types": with_types,
         "export_version": EXPORT_VERSION,
         "seconds": round(time.perf_counter() - t0, 2),
     }

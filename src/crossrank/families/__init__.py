@@ -17,6 +17,8 @@ REGISTRY: dict[str, str] = {
     "encoder": "crossrank.families.encoder",
     "gemma": "crossrank.families.gemma",
     "minicpm-layerwise": "crossrank.families.minicpm",
+    "qwen3": "crossrank.families.qwen3",
+    "modernbert": "crossrank.families.modernbert",
 }
 
 

@@ -131,3 +131,21 @@ def claims_by_architecture(family: Family, raw: dict[str, Any]) -> bool:
     """The usual :meth:`Family.claims`: config.json lists one of the family's architectures."""
     archs: Sequence[str] = raw.get("architectures") or []
     return any(a in family.architectures for a in archs)
+
+
+def check_options(family: Family, model_name: str, given: dict[str, Any]) -> None:
+    """Raise a :class:`~crossrank.errors.CrossrankError` naming every option of
+    :data:`FAMILY_OPTIONS` set in ``given`` that ``family`` does not honour."""
+    from crossrank.errors import CrossrankError
+
+    refused = sorted(
+        k
+        for k, v in given.items()
+        if k not in family.options
+        and v is not None
+        and v != FAMILY_OPTIONS[k]
+        and not (k == "backend" and v == "auto")  # auto resolves to what the family runs
+    )
+    if refused:
+        shown = ", ".join(f"{k}={given[k]!r}" for k in refused)
+        raise CrossrankError(f"{shown}: not supported by the {family.name} family of {model_name}")

@@ -1,9 +1,10 @@
 """Shared machinery of the decoder-only (LLM) rerankers: config, RMSNorm, rotary positions,
 grouped-query attention with an optional shared prefix, and the scoring forward pass.
 
-The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`) differ only in the
-points this module leaves open: the embedding scale, the RMSNorm form, the activation, the
-residual scale and how the last hidden state becomes a score.
+The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`,
+:mod:`crossrank.models.qwen3`) differ only in the points this module leaves open: the embedding
+scale, the RMSNorm form, the activation, the residual scale, RMSNorm on queries and keys per
+head (Qwen3) and how the last hidden state becomes a score.
 
 Batches are right-padded. With causal attention a real token never attends to a padded one
 (pads only follow the real tokens), so no key mask is needed and padded rows are ignored.
@@ -53,6 +54,8 @@ class DecoderConfig:
     attention_bias: bool = False
     #: each residual branch is multiplied by this (MiniCPM: scale_depth / sqrt(layers))
     residual_scale: float = 1.0
+    #: RMSNorm on each head's queries and keys before the rotary positions (Qwen3)
+    qk_norm: bool = False
     scale_emb: float = 1.0  # MiniCPM
     scale_depth: float = 1.0  # MiniCPM
     start_layer: int = 0  # MiniCPM layerwise: first layer with a head
@@ -168,7 +171,10 @@ class PrefixCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: DecoderConfig, rope_fp32: bool) -> None:
+    """Grouped-query attention; with ``config.qk_norm`` each head's queries and keys go through
+    an RMSNorm (``q_norm`` / ``k_norm``, over ``head_dim``) before the rotary positions."""
+
+    def __init__(self, config: DecoderConfig, rope_fp32: bool, offset_norm: bool = False) -> None:
         super().__init__()
         h, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv, self.head_dim = (
@@ -182,6 +188,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv * d, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias)
         self.rope_fp32 = rope_fp32
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
+        if config.qk_norm:
+            self.q_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
+            self.k_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        """Unrotated queries ``[b, heads, s, d]``."""
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        return q.transpose(1, 2)
 
     def forward(
         self,
@@ -197,8 +216,7 @@ class Attention(nn.Module):
         """
         b, s, _ = x.shape
         cos, sin = rope
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin, self.rope_fp32)
+        q = apply_rotary(self._queries(x), cos, sin, self.rope_fp32)
         k, v, keys, values = self._keys_values(x, rope, past)
         out = self._attend(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
@@ -217,7 +235,7 @@ class Attention(nn.Module):
         rows = torch.arange(b, device=x.device)
         cos, sin = rope
         xq = x[rows, last][:, None]
-        q = self.q_proj(xq).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        q = self._queries(xq)
         q = apply_rotary(q, cos[rows, last][:, None], sin[rows, last][:, None], self.rope_fp32)
         _, _, keys, values = self._keys_values(x, rope, past)
         out = self._attend(q, keys, values, mask)
@@ -226,7 +244,10 @@ class Attention(nn.Module):
     def _keys_values(self, x, rope, past):
         b, s, _ = x.shape
         cos, sin = rope
-        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        k = k.transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
         k = apply_rotary(k, cos, sin, self.rope_fp32)
         if past is None:
@@ -261,7 +282,7 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: DecoderConfig, offset_norm: bool, rope_fp32: bool) -> None:
         super().__init__()
-        self.self_attn = Attention(config, rope_fp32)
+        self.self_attn = Attention(config, rope_fp32, offset_norm)
         self.mlp = MLP(config)
         eps = config.rms_norm_eps
         self.input_layernorm = RMSNorm(config.hidden_size, eps, offset_norm)
@@ -305,6 +326,10 @@ class DecoderLM(nn.Module):
 
     offset_norm = True
     rope_fp32 = False
+    #: checkpoint tensor names stored under another name in this module
+    checkpoint_renames: dict[str, str] = {}
+    #: recompute each layer's activations in backward (training only)
+    gradient_checkpointing = False
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -393,7 +418,12 @@ class DecoderLM(nn.Module):
                     last_mask = mask[rows, :, last][:, :, None, :]
                 out[stop] = layer.forward_last(x, rope, last, past, last_mask)
                 break
-            x, _, _ = layer(x, rope, past, mask)
+            if self.gradient_checkpointing and self.training:
+                from torch.utils.checkpoint import checkpoint
+
+                x, _, _ = checkpoint(layer, x, rope, past, mask, use_reentrant=False)
+            else:
+                x, _, _ = layer(x, rope, past, mask)
             if i + 1 in wanted:
                 out[i + 1] = x[rows, last]
         return out
@@ -443,6 +473,7 @@ def load_decoder_weights(
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for name, tensor in iter_tensors(weight_files(model_dir)):
+        name = model_cls.checkpoint_renames.get(name, name)
         if name in expected:
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 raise ModelLoadError(

@@ -78,7 +78,17 @@ class Metrics:
         )
         self.rejected = Counter(
             "crossrank_rejected_requests_total",
-            "Requests refused with 429 because the queue was full",
+            "Requests refused with 429: they would wait too long, or the queue was full",
+            registry=reg,
+        )
+        self.dropped = Counter(
+            "crossrank_dropped_pairs_total",
+            "Queued pairs dropped unscored: their client went away, or the server shut down",
+            registry=reg,
+        )
+        self.drain_rate = Gauge(
+            "crossrank_drain_rate_pairs_per_second",
+            "Measured scoring rate (moving average of recent batches) used for admission",
             registry=reg,
         )
 

@@ -8,49 +8,49 @@ packs it into batches under ``max_batch_tokens`` padded tokens with the core's
 engine (the same collate / backend / out-of-memory path as :meth:`Reranker.compute_score`).
 A request's future resolves when its last pair is scored.
 
-Admission is per request: a request is refused (:class:`Overloaded`, HTTP 429) only when the
-queue already holds ``max_queued_pairs`` pairs; an admitted request is never refused halfway.
+Admission is per request and by expected wait: the scheduler measures its own drain rate (a
+moving average of the pairs per second of recent batches) and refuses (:class:`Overloaded`,
+HTTP 429, ``Retry-After`` from that rate) a request whose pairs would wait longer than
+``max_queue_wait`` seconds for the pairs already queued, or that arrives when the queue holds
+``max_queued_pairs`` pairs (a second bound). An admitted request is never refused halfway.
+A request whose client goes away (its ``score`` call is cancelled) has its queued pairs dropped
+at once. On shutdown, :meth:`Scheduler.drain` fails (:class:`Stopped`) the queued requests that
+cannot finish in the time left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from crossrank.engine.batching import plan_batches
-from crossrank.errors import InputError
-from crossrank.server.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
+from crossrank.engine.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
+from crossrank.server.admission import Admission
+from crossrank.server.errors import BackendError, Unavailable
 from crossrank.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 #: the inference thread takes at most this many batches' worth of tokens from the queue at once
 WINDOW_BATCHES = 4
+#: on shutdown, a request is kept only if it should finish within this share of the time left
+DRAIN_MARGIN = 0.8
 
 
-class Overloaded(Exception):
-    """The queue is full; retry after ``retry_after`` seconds."""
-
-    def __init__(self, queued: int, retry_after: int) -> None:
-        super().__init__(f"server overloaded: {queued} pairs queued; retry in {retry_after} s")
-        self.retry_after = retry_after
+class Stopped(Unavailable):
+    """The scheduler is shutting down (HTTP 503)."""
 
 
-class BackendError(Exception):
-    """The model failed on a batch (not the client's fault)."""
-
-
-class Stopped(Exception):
-    """The scheduler is shutting down."""
+class SchedulerFault(RuntimeError):
+    """The scheduler itself failed on a window of pairs (a bug: HTTP 500)."""
 
 
 @dataclass(eq=False)
@@ -63,6 +63,8 @@ class _Job:
     remaining: int = field(init=False)
     started: bool = False
     dead: bool = False  # cancelled by its client or failed: its pairs are skipped
+    in_queue: int = 0  # pairs still in the scheduler's pending queue
+    queue_tokens: int = 0  # their tokens
 
     def __post_init__(self) -> None:
         self.scores = np.zeros(len(self.encoded.pairs), dtype=np.float32)
@@ -85,13 +87,10 @@ def _resolve(job: _Job, result: object = None, error: BaseException | None = Non
 
 
 def _encode(pt, query: str, texts: Sequence[str], spec: ChunkSpec) -> EncodedRequest:
-    """:func:`encode_request`, with the tokenizer's own failures reported as input errors."""
-    try:
-        return encode_request(pt, query, texts, spec)
-    except InputError:
-        raise
-    except Exception as exc:  # e.g. lone surrogates the tokenizer cannot take
-        raise InputError(f"cannot tokenize the input: {exc}") from None
+    """:func:`encode_request`: its :class:`~crossrank.errors.InputError` is the client's
+    (HTTP 422); any other exception is the server's (HTTP 500). Texts reach it as valid
+    Unicode under the length limit (the routes check them)."""
+    return encode_request(pt, query, texts, spec)
 
 
 class Scheduler:
@@ -103,6 +102,7 @@ class Scheduler:
         max_batch_tokens: padded-token budget of one forward pass (default: the engine's).
         max_wait_ms: longest the oldest queued pair waits for its batch to fill.
         max_queued_pairs: queue depth from which new requests are refused.
+        max_queue_wait: refuse a request whose pairs would wait longer than this (seconds).
         tokenizer_workers: threads tokenizing requests.
 
     Example:
@@ -118,6 +118,7 @@ class Scheduler:
         max_batch_tokens: int | None = None,
         max_wait_ms: float = 5.0,
         max_queued_pairs: int = 10000,
+        max_queue_wait: float = 20.0,
         tokenizer_workers: int = 2,
     ) -> None:
         self.reranker = reranker
@@ -126,14 +127,16 @@ class Scheduler:
         self.max_batch_tokens = max_batch_tokens or self.engine.max_tokens
         self.max_batch_pairs = self.engine.batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self.max_queued_pairs = max_queued_pairs
         self._pool = ThreadPoolExecutor(tokenizer_workers, thread_name_prefix="crossrank-tokenize")
         self._cond = threading.Condition()
         self._pending: deque[tuple[_Job, int]] = deque()
         self._pending_tokens = 0
         self._queued = 0  # pairs admitted (reserved or queued) and not yet scored
-        self._rate = 0.0  # pairs per second, moving average
+        self.admission = Admission(max_queue_wait, max_queued_pairs)
         self._stop = False
+        self._draining = False
+        self._reserved = 0  # pairs admitted and still being tokenized (part of _queued)
+        self._drain_room = 0.0  # on shutdown: pairs that can still be scored in time
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -160,30 +163,33 @@ class Scheduler:
 
     # -- requests ------------------------------------------------------------------------
 
-    def retry_after(self) -> int:
-        """Seconds a refused client should wait: the queue's drain time, 1 to 60."""
-        if self._rate <= 0:
-            return 1
-        return int(min(60, max(1, math.ceil(self._queued / self._rate))))
+    @property
+    def rate(self) -> float:
+        """Measured pairs per second (moving average of recent batches; 0 before any)."""
+        return self.admission.rate
 
     async def score(
         self, query: str, texts: Sequence[str], spec: ChunkSpec
     ) -> tuple[np.ndarray, int]:
         """Logits of each text against ``query`` (best chunk per text) and the tokens scored.
 
-        Raises :class:`Overloaded` when the queue is full, :class:`BackendError` when the
-        model fails, and the input errors of :func:`encode_request`.
+        Raises :class:`Overloaded` when the request would wait too long, :class:`BackendError`
+        when the model fails, :class:`Stopped` on shutdown, and the input errors of
+        :func:`encode_request`. Cancelling the call drops the request's queued pairs.
         """
         reserve = len(texts) * spec.max_chunks
         with self._cond:
-            if self._stop:
+            if self._stop or self._draining:
                 raise Stopped("the server is shutting down")
-            if self._queued >= self.max_queued_pairs:
+            refusal = self.admission.refusal(self._queued)
+            if refusal is not None:
                 self.metrics.rejected.inc()
-                raise Overloaded(self._queued, self.retry_after())
+                raise refusal
             self._queued += reserve
+            self._reserved += reserve
         self.metrics.queue_pairs.set(self._queued)
         loop = asyncio.get_running_loop()
+        job: _Job | None = None
         try:
             t0 = time.perf_counter()
             encoded = await loop.run_in_executor(
@@ -194,23 +200,83 @@ class Scheduler:
                 return np.zeros(0, dtype=np.float32), 0
             job = _Job(encoded, loop.create_future(), loop, time.monotonic())
             with self._cond:
+                if self._stop or (self._draining and len(encoded.pairs) > self._drain_room):
+                    raise Stopped(
+                        "the server is shutting down and this request could not finish in time"
+                    )
+                if self._draining:  # admitted before the shutdown, and there is time for it
+                    self._drain_room -= len(encoded.pairs)
                 self._queued += len(encoded.pairs) - reserve
+                self._reserved -= reserve
                 reserve = 0  # the inference thread now releases these pairs as it scores them
                 for i, pair in enumerate(encoded.pairs):
                     self._pending.append((job, i))
                     self._pending_tokens += len(pair)
+                job.in_queue = len(encoded.pairs)
+                job.queue_tokens = sum(len(p) for p in encoded.pairs)
                 self._cond.notify()
             try:
                 scores = await job.future
             except asyncio.CancelledError:
-                job.dead = True  # the client went away: skip its remaining pairs
+                self._drop(job)  # the client went away: its pairs are never scored
                 raise
         finally:
             if reserve:
                 with self._cond:
                     self._queued -= reserve
+                    self._reserved -= reserve
             self.metrics.queue_pairs.set(self._queued)
         return best_per_document(scores, encoded.doc_of, encoded.n_docs), encoded.n_tokens
+
+    def _drop(self, job: _Job) -> None:
+        """Forget the queued pairs of ``job`` now (they are skipped when reached)."""
+        with self._cond:
+            self._drop_locked(job)
+        self.metrics.queue_pairs.set(self._queued)
+
+    def _drop_locked(self, job: _Job) -> None:
+        if job.dead:
+            return
+        job.dead = True
+        self.metrics.dropped.inc(job.in_queue)
+        self._queued -= job.in_queue
+        self._pending_tokens -= job.queue_tokens
+        job.in_queue = job.queue_tokens = 0
+
+    def drain(self, seconds: float) -> int:
+        """Shutting down with ``seconds`` left: refuse new requests, fail (:class:`Stopped`) the
+        queued ones that would not finish in time at the measured rate, and let those still
+        being tokenized in while there is time for them; returns how many failed now."""
+        failed = []
+        with self._cond:
+            self._draining = True
+            seen: set[_Job] = set()
+            rate = self.admission.rate
+            budget = seconds * DRAIN_MARGIN * rate if rate > 0 else float("inf")
+            # pairs already taken by the inference thread come first
+            live = sum(job.in_queue for job in self._live_jobs())
+            ahead = self._queued - self._reserved - live
+            for job, _ in self._pending:  # FIFO: a request finishes after those before it
+                if job.dead or job in seen:
+                    continue
+                seen.add(job)
+                n = job.in_queue
+                ahead += n
+                if ahead > budget:  # it would not finish: its pairs leave the line
+                    self._drop_locked(job)
+                    failed.append(job)
+                    ahead -= n
+            self._drain_room = budget - ahead
+        error = Stopped("the server is shutting down and this request could not finish in time")
+        for job in failed:
+            _resolve(job, error=error)
+        if failed:
+            logger.warning("shutting down: %d queued requests answered 503", len(failed))
+        self.metrics.queue_pairs.set(self._queued)
+        return len(failed)
+
+    def _live_jobs(self) -> set[_Job]:
+        return {job for job, _ in self._pending if not job.dead}
 
     # -- inference thread ----------------------------------------------------------------
 
@@ -231,28 +297,34 @@ class Scheduler:
             if window:
                 try:
                     self._process(window)
-                except Exception as exc:  # never leave a request waiting forever
+                except Exception as exc:  # a bug: never leave a request waiting forever
                     logger.exception("the scheduler failed on %d pairs", len(window))
-                    error = BackendError(f"scheduler error: {type(exc).__name__}: {exc}")
-                    for job in dict.fromkeys(job for job, _ in window):
-                        job.dead = True
-                        _resolve(job, error=error)
+                    error = SchedulerFault(f"scheduler error: {type(exc).__name__}: {exc}")
+                    self._fail(dict.fromkeys(job for job, _ in window), error)
+
+    def _fail(self, jobs: Iterable[_Job], error: BaseException) -> None:
+        jobs = list(jobs)
+        with self._cond:
+            for job in jobs:
+                self._drop_locked(job)
+        for job in jobs:
+            _resolve(job, error=error)
 
     def _take(self) -> list[tuple[_Job, int]]:
         """Pop pairs from the head of the queue, up to a few batches' worth of tokens."""
         budget = self.max_batch_tokens * WINDOW_BATCHES
         taken: list[tuple[_Job, int]] = []
-        tokens = dropped = 0
+        tokens = 0
         while self._pending and tokens < budget:
             job, i = self._pending.popleft()
+            if job.dead:  # dropped: already out of the counts
+                continue
             n = len(job.encoded.pairs[i])
             self._pending_tokens -= n
-            if job.dead:
-                dropped += 1
-                continue
+            job.in_queue -= 1
+            job.queue_tokens -= n
             taken.append((job, i))
             tokens += n
-        self._queued -= dropped
         return taken
 
     def _process(self, window: list[tuple[_Job, int]]) -> None:
@@ -263,6 +335,8 @@ class Scheduler:
             lengths, max_tokens=self.max_batch_tokens, max_pairs=self.max_batch_pairs
         ):
             items = [window[k] for k in idx if not window[k][0].dead]
+            if len(items) < len(idx):  # taken from the queue, then their request was dropped
+                m.dropped.inc(len(idx) - len(items))
             settled: list[tuple[_Job, object, BaseException | None]] = []
             try:
                 if items:
@@ -293,17 +367,18 @@ class Scheduler:
         except Exception as exc:
             logger.exception("scoring a batch of %d pairs failed", len(pairs))
             error = BackendError(f"model error: {type(exc).__name__}: {exc}")
-            for job in jobs:
-                job.dead = True
+            with self._cond:
+                for job in jobs:
+                    self._drop_locked(job)
             return [(job, None, error) for job in jobs]
-        elapsed = time.perf_counter() - t0
+        elapsed = max(time.perf_counter() - t0, 1e-6)
         m.inference_duration.observe(elapsed)
         m.batch_pairs.observe(len(pairs))
         m.batch_tokens.observe(len(pairs) * max(len(p) for p in pairs))
         m.batch_requests.observe(len(jobs))
         m.pairs.inc(len(pairs))
-        rate = len(pairs) / max(elapsed, 1e-6)
-        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        self.admission.measure(len(pairs), elapsed)
+        m.drain_rate.set(self.admission.rate)
         done = []
         for (job, i), score in zip(items, out):
             job.scores[i] = score

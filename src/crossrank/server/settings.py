@@ -1,77 +1,217 @@
-"""The options of the reranking service, shared by :func:`create_app` and ``crossrank serve``."""
+"""The options of the reranking service, each defined once.
+
+Every field of :class:`ServerSettings` carries its help text and its flag; from these come the
+``crossrank serve`` flags (:func:`add_arguments`), their ``CROSSRANK_<FLAG>`` environment
+variables (:mod:`crossrank.server.cli`), the settings part of ``GET /info``
+(:func:`info_settings`) and the flags table of docs/serving.md (``crossrank serve
+--print-settings-table``; a test checks the docs carry it).
+
+The model options (``model``, ``device``, ``dtype``, ``max_length``, ``batch_size``) are the
+flags every crossrank command shares (:func:`crossrank.cli.add_model_args`); they are fields
+here so that :func:`~crossrank.server.app.create_app` can load a model itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from crossrank.errors import CrossrankError
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    shown: str | None = None,
+    info: bool = True,
+    shared: bool = False,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    """A settings field: ``help`` and ``flag`` (default ``--<name>``) make its CLI flag.
+
+    ``shown`` is the default as written in help and docs when the value itself says little
+    (None); ``info`` lists it in ``/info``; ``shared`` marks the model flags of
+    :func:`crossrank.cli.add_model_args`; ``minimum`` is checked on construction.
+    """
+    meta = {
+        "help": help,
+        "flag": flag,
+        "shown": shown,
+        "info": info,
+        "shared": shared,
+        "choices": choices,
+        "minimum": minimum,
+    }
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass
 class ServerSettings:
     """Everything the service can be told; every field is a ``crossrank serve`` flag.
 
-    Model options (``model``, ``device``, ``dtype``, ``max_length``, ``batch_size``) are used
-    only when :func:`~crossrank.server.app.create_app` loads the model itself.
-
     Example:
         >>> ServerSettings(model="BAAI/bge-reranker-v2-m3", max_wait_ms=2).max_wait_ms
         2.0
     """
 
-    model: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    max_length: int = 512
-    batch_size: int | None = None
-    #: name reported in responses and /info (default: the model argument)
-    served_model_name: str | None = None
-    #: padded-token budget of one forward pass (default: the engine's, 8192 CPU / 65536 CUDA)
-    max_batch_tokens: int | None = None
-    #: longest a pair waits for a batch to fill
-    max_wait_ms: float = 5.0
-    #: queued pairs beyond which new requests get 429 (admission is per request)
-    max_queued_pairs: int = 10000
-    #: most documents in one request (the server splits them into batches itself)
-    max_client_batch_size: int = 1000
-    #: longest query or document, in characters
-    max_input_chars: int = 100_000
-    #: largest request body, in bytes
-    payload_limit: int = 2_000_000
-    #: bearer token required on every route but /health, /docs and /openapi.json
-    api_key: str | None = field(default=None, repr=False)
-    #: chunk long documents on every route (not only when a request asks for it)
-    chunking: bool = False
-    #: most chunks per document (the default and the cap of a request's max_chunks_per_doc)
-    max_chunks_per_doc: int = 10
-    #: tokens shared by consecutive chunks
-    chunk_overlap: int = 32
-    #: threads that tokenize requests off the event loop
-    tokenizer_workers: int = 2
-    #: score a few pairs at start-up before /health reports ready
-    warmup: bool = True
+    # -- the model (shared flags of every crossrank command) -----------------------------
+    model: str | None = setting(None, "checkpoint directory or hub id", shared=True, info=False)
+    device: str | None = setting(None, "cpu, cuda, cuda:1", shared=True, info=False)
+    dtype: str | None = setting(None, "fp32, fp16, bf16", shared=True, info=False)
+    max_length: int = setting(512, "longest pair in tokens", shared=True, info=False, minimum=1)
+    batch_size: int | None = setting(
+        None, "most pairs per forward pass", shared=True, info=False, minimum=1
+    )
+    # -- network -------------------------------------------------------------------------
+    host: str = setting("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)", info=False)
+    port: int = setting(8080, "port", info=False, minimum=0)
+    served_model_name: str | None = setting(
+        None, "model name in responses and /info", shown="the --model value", info=False
+    )
+    # -- batching and admission ----------------------------------------------------------
+    max_batch_tokens: int | None = setting(
+        None,
+        "padded tokens per forward pass; /info shows the value in use",
+        shown="the engine's: on CPU 512-8192 by model width (2048 for MiniLM), 65536 CUDA",
+        minimum=1,
+    )
+    max_wait_ms: float = setting(
+        5.0, "longest the oldest queued pair waits for its batch to fill", minimum=0
+    )
+    max_queue_wait: float = setting(
+        20.0,
+        "a request that would wait longer than this many seconds (queued pairs / measured "
+        "pairs per second) gets 429 with Retry-After",
+        minimum=0,
+    )
+    max_queued_pairs: int = setting(
+        10000, "queued pairs from which new requests get 429 (a second bound)", minimum=1
+    )
+    max_client_batch_size: int = setting(
+        1000, "most documents per request (the server batches them itself)", minimum=1
+    )
+    max_input_chars: int = setting(100_000, "longest query or document, in characters", minimum=1)
+    payload_limit: int = setting(2_000_000, "largest request body, in bytes", minimum=1)
+    api_key: str | None = setting(
+        None,
+        "require Authorization: Bearer KEY on every route but /health and the OpenAPI pages",
+        shown="none",
+        info=False,
+        secret=True,
+    )
+    # -- long documents ------------------------------------------------------------------
+    chunking: bool = setting(False, "chunk long documents on every route, not only on request")
+    max_chunks_per_doc: int = setting(
+        10, "chunks per document: default with chunking, cap of a request's value", minimum=1
+    )
+    chunk_overlap: int = setting(
+        32, "tokens shared by consecutive chunks (at most half a chunk)", minimum=0
+    )
+    # -- process -------------------------------------------------------------------------
+    tokenizer_workers: int = setting(2, "threads tokenizing requests off the event loop", minimum=1)
+    max_concurrent_requests: int = setting(
+        512, "open connections/requests beyond which uvicorn answers 503", minimum=1
+    )
+    graceful_timeout: float = setting(
+        30.0,
+        "seconds to finish in-flight requests on SIGTERM; those that cannot finish get 503",
+        minimum=0,
+    )
+    warmup: bool = setting(
+        True, "skip the start-up warm-up", flag="--no-warmup", shown="off", info=False
+    )
+    log_level: str = setting(
+        "info",
+        "service log level; access lines are logged at info",
+        choices=("debug", "info", "warning", "error"),
+        info=False,
+    )
 
     def __post_init__(self) -> None:
-        self.max_wait_ms = float(self.max_wait_ms)
-        positive = (
-            "max_length",
-            "max_queued_pairs",
-            "max_client_batch_size",
-            "max_input_chars",
-            "payload_limit",
-            "max_chunks_per_doc",
-            "tokenizer_workers",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise CrossrankError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_batch_tokens", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise CrossrankError(f"{name} must be positive, got {value}")
-        if self.max_wait_ms < 0:
-            raise CrossrankError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.chunk_overlap < 0:
-            raise CrossrankError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
+        types = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if float in _base_types(types[f.name]):
+                value = float(value)
+                setattr(self, f.name, value)
+            low = f.metadata["minimum"]
+            if low is not None and value < low:
+                cmp = "positive" if low == 1 else f">= {low:g}"
+                raise CrossrankError(f"{f.name} must be {cmp}, got {value}")
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                raise CrossrankError(f"{f.name} must be one of {f.metadata['choices']}")
+        if self.port > 65535:
+            raise CrossrankError(f"port must be in 0..65535, got {self.port}")
         if self.api_key == "":
             self.api_key = None
+
+
+def _base_types(tp: Any) -> set[type]:
+    args = typing.get_args(tp)
+    return {a for a in args if a is not type(None)} if args else {tp}
+
+
+def flag_of(f: Any) -> str:
+    """The CLI flag of a settings field."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def own_fields() -> list[Any]:
+    """The fields that are ``crossrank serve``'s own flags (not the shared model flags)."""
+    return [f for f in fields(ServerSettings) if not f.metadata["shared"]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add a flag for every field that is not a shared model flag."""
+    types = typing.get_type_hints(ServerSettings)
+    for f in own_fields():
+        meta, flag = f.metadata, flag_of(f)
+        default = f.default if f.default is not MISSING else None
+        shown = meta["shown"] if meta["shown"] is not None else _show(default)
+        help_ = f"{meta['help']} ({shown})"
+        (kind,) = _base_types(types[f.name])
+        if kind is bool:
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, help=help_)
+        else:
+            parser.add_argument(
+                flag, dest=f.name, type=kind, default=default, choices=meta["choices"], help=help_
+            )
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def from_args(args: argparse.Namespace) -> ServerSettings:
+    """The settings of parsed ``crossrank serve`` arguments (model flags included)."""
+    return ServerSettings(**{f.name: getattr(args, f.name) for f in fields(ServerSettings)})
+
+
+def info_settings(settings: ServerSettings) -> dict[str, Any]:
+    """The settings ``GET /info`` reports (never the API key: ``auth`` says whether one is set)."""
+    out = {f.name: getattr(settings, f.name) for f in fields(settings) if f.metadata["info"]}
+    out["auth"] = settings.api_key is not None
+    return out
+
+
+def info_types() -> dict[str, Any]:
+    """Field name -> type of :func:`info_settings`' values (for the /info response schema)."""
+    types = typing.get_type_hints(ServerSettings)
+    out = {f.name: types[f.name] for f in fields(ServerSettings) if f.metadata["info"]}
+    out["auth"] = bool
+    return out

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
     "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 STATE_FILE = "trainer_state.json"
 
@@ -138,9 +140,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(
     dest: Path,
     *,
-    model: torch.nn.Module,
-    config: EncoderConfig,
-    tokenizer_dir: Path,
+    write_model: Callable[[Path], None],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: Any,
@@ -148,10 +148,11 @@ def save_checkpoint(
     rank_states: list[dict[str, Any]],
     extra: dict[str, Any],
 ) -> Path:
-    """A full checkpoint: model files + optimizer, scheduler, RNG of every rank, data position."""
+    """A full checkpoint: model files (``write_model(dir)``, the task's) + optimizer,
+    scheduler, RNG of every rank, data position."""
 
     def fill(tmp: Path) -> None:
-        write_model_files(model, config, tokenizer_dir, tmp)
+        write_model(tmp)
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -165,6 +166,38 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
 
     return atomic_dir(dest, fill)
+
+
+def load_state(resume_dir: Path, optimizer, scheduler, scaler, rank: int) -> tuple[int, Any]:
+    """Restore optimizer, scheduler, grad scaler and this rank's RNG; ``(step, best)``."""
+    meta = json.loads((resume_dir / STATE_FILE).read_text())
+    opt = torch.load(resume_dir / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    if scaler is not None and opt.get("scaler"):
+        scaler.load_state_dict(opt["scaler"])
+    rng_file = resume_dir / f"rng_state_{rank}.pth"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    else:
+        logger.warning(
+            "%s has no RNG state for rank %d (different process count)", resume_dir, rank
+        )
+    return int(meta["step"]), meta.get("best")
+
+
+def save_final(write_model: Callable[[Path], None], output: Path) -> None:
+    """Model files at the top of ``output``: written to a temp dir, each moved in atomically."""
+    tmp = output / f".tmp-final-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_model(tmp)
+    # weights first, config last: config.json is what marks a directory as a model
+    names = sorted(p.name for p in tmp.iterdir())
+    names.sort(key=lambda n: n in ("config.json", "adapter_config.json"))
+    for name in names:
+        os.replace(tmp / name, output / name)
+    tmp.rmdir()
 
 
 def find_last_checkpoint(output: Path) -> Path | None:

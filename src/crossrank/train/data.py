@@ -1,4 +1,5 @@
-"""Training data: JSON-lines groups ``{"query", "pos", "neg", "pos_scores"?, "neg_scores"?}``.
+"""Training data: JSON-lines groups ``{"query", "pos", "neg", "prompt"?, "pos_scores"?,
+"neg_scores"?}`` (``prompt``: the LLM rerankers' instruction for this example).
 
 A training group is one positive drawn at random plus ``group_size - 1`` negatives drawn
 without replacement (the negative list is repeated when it is shorter than needed), the
@@ -30,6 +31,7 @@ class TrainExample:
     pos_scores: tuple[float, ...] | None = None
     neg_scores: tuple[float, ...] | None = None
     lineno: int = 0
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Group:
     query: str
     passages: tuple[str, ...]
     teacher: tuple[float, ...] | None = None
+    prompt: str | None = None
 
 
 def _texts(obj: dict, field: str, where: str, required: bool) -> tuple[str, ...]:
@@ -78,7 +81,10 @@ def parse_example(obj: dict, where: str, lineno: int = 0) -> TrainExample:
     neg_scores = _scores(obj, "neg_scores", len(neg), where)
     if (pos_scores is None) != (neg_scores is None):
         raise InputError(f"{where}: give both 'pos_scores' and 'neg_scores', or neither")
-    return TrainExample(query, pos, neg, pos_scores, neg_scores, lineno)
+    prompt = obj.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"{where}: 'prompt' must be a string")
+    return TrainExample(query, pos, neg, pos_scores, neg_scores, lineno, prompt)
 
 
 def load_examples(path: str, group_size: int) -> list[TrainExample]:
@@ -144,7 +150,7 @@ def sample_group(example: TrainExample, group_size: int, rng: np.random.Generato
     teacher = None
     if example.pos_scores is not None and example.neg_scores is not None:
         teacher = (example.pos_scores[pi], *(example.neg_scores[i] for i in neg_idx))
-    return Group(example.query, passages, teacher)
+    return Group(example.query, passages, teacher, example.prompt)
 
 
 class GroupSchedule:

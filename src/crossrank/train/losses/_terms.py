@@ -1,4 +1,4 @@
-"""Group losses of the reference's reranker fine-tuning recipe."""
+"""The two terms of the reference's group losses, shared by the registered losses."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ def group_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def distillation(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """``-mean(sum(softmax(teacher) * log_softmax(student)))`` over groups ``[batch, group]``."""
+    """``-mean(sum(softmax(teacher) * log_softmax(student)))`` over groups ``[batch, group]``.
+
+    This is the KL divergence to the teacher's distribution up to the teacher's entropy (a
+    constant): the same gradients. ``teacher`` is detached.
+    """
     targets = torch.softmax(teacher.detach().float(), dim=-1)
     return -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
-
-
-def group_loss(
-    logits: torch.Tensor, teacher: torch.Tensor | None = None, distill_weight: float = 1.0
-) -> torch.Tensor:
-    """Cross-entropy, plus ``distill_weight`` x the distillation term when teacher scores exist."""
-    loss = group_cross_entropy(logits)
-    if teacher is not None and distill_weight:
-        loss = loss + distill_weight * distillation(logits, teacher)
-    return loss

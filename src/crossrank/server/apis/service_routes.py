@@ -1,0 +1,88 @@
+"""The service routes: ``GET /health``, ``/info`` (derived from the settings) and ``/metrics``."""
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, create_model
+
+from crossrank._version import __version__
+from crossrank.server.service import Service
+from crossrank.server.settings import info_settings, info_types
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "failed", "stopping"]
+
+
+#: what /info reports besides the settings: the loaded model and the scheduler
+RUNTIME_INFO: dict[str, Any] = {
+    "model_id": str,
+    "model_dir": str | None,
+    "backend": str | None,
+    "backend_choice": dict[str, str] | None,
+    "device": str | None,
+    "dtype": str | None,
+    "max_length": int | None,
+    "max_batch_tokens": int | None,
+    "ready": bool,
+    "version": str,
+}
+
+InfoResponse = create_model(
+    "InfoResponse",
+    **{name: (tp, ...) for name, tp in {**info_types(), **RUNTIME_INFO}.items()},
+)
+
+
+def info(service: Service) -> dict[str, Any]:
+    """The body of ``GET /info``: the settings, with the values in use where the model decides."""
+    s, rr, sched = service.settings, service.reranker, service.scheduler
+    out = info_settings(s)
+    out.update(
+        model_id=service.model_name,
+        model_dir=str(rr.model_dir) if rr is not None else None,
+        backend=rr.backend.name if rr is not None else None,
+        backend_choice=choice(rr),
+        device=str(rr.device) if rr is not None else s.device,
+        dtype=str(rr.dtype).removeprefix("torch.") if rr is not None else s.dtype,
+        max_length=rr.max_length if rr is not None else s.max_length,
+        max_batch_tokens=sched.max_batch_tokens if sched is not None else s.max_batch_tokens,
+        ready=service.ready,
+        version=__version__,
+    )
+    return out
+
+
+def choice(rr: Any) -> dict[str, str] | None:
+    """What ``backend="auto"`` chose and why (None for an explicit backend)."""
+    picked = rr.backend_choice if rr is not None else None
+    if picked is None:
+        return None
+    return {"backend": picked.describe(), "reason": picked.reason}
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter(tags=["service"])
+
+    @api.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def health() -> Any:
+        if service.ready and not service.stopping:
+            return {"status": "ok"}
+        status = "stopping" if service.stopping else "failed" if service.failed else "loading"
+        return JSONResponse({"status": status}, status_code=503)
+
+    @api.get("/info", response_model=InfoResponse)
+    async def get_info() -> Any:
+        return info(service)
+
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def metrics() -> Any:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    return api

@@ -1,0 +1,176 @@
+"""What every API route shares: the settings, the model, its scheduler and the rerank call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from crossrank.engine.chunking import ChunkSpec
+from crossrank.errors import CrossrankError, InputError
+from crossrank.server.errors import ClientGone, EmptyInput, Unavailable
+from crossrank.server.metrics import Metrics
+from crossrank.server.scheduler import Scheduler
+from crossrank.server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse (422) a text that is not valid Unicode (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid Unicode: {exc.reason} at {exc.start}") from None
+
+
+async def until_disconnect(receive: Any) -> None:
+    """Return when the client disconnects (call once the request body has been read).
+
+    ASGI servers answer ``receive()`` with ``http.disconnect`` when the client goes away (or
+    once the response is sent, by when nobody waits for this any more).
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class Service:
+    """The model and its scheduler behind every route; ``/health`` reads ``ready``/``failed``."""
+
+    def __init__(self, settings: ServerSettings, reranker: Any | None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.reranker = reranker
+        self.scheduler: Scheduler | None = None
+        self.ready = False
+        self.failed: str | None = None
+        self.stopping = False
+        name = settings.served_model_name or settings.model
+        if name is None and reranker is not None:
+            name = reranker.model_name
+        self.model_name = name or "unknown"
+
+    async def start(self) -> None:
+        """Load the model (unless given), start the scheduler, warm up; then report ready."""
+        s = self.settings
+        try:
+            if self.reranker is None:
+                if s.model is None:
+                    raise CrossrankError("no model: pass a Reranker or settings.model")
+                from crossrank.reranker import Reranker
+
+                self.reranker = await asyncio.to_thread(
+                    Reranker,
+                    s.model,
+                    device=s.device,
+                    dtype=s.dtype,
+                    max_length=s.max_length,
+                    batch_size=s.batch_size,
+                    max_batch_tokens=s.max_batch_tokens,
+                    show_progress=False,
+                )
+            self.scheduler = Scheduler(
+                self.reranker,
+                self.metrics,
+                max_batch_tokens=s.max_batch_tokens,
+                max_wait_ms=s.max_wait_ms,
+                max_queued_pairs=s.max_queued_pairs,
+                max_queue_wait=s.max_queue_wait,
+                tokenizer_workers=s.tokenizer_workers,
+            )
+            self.scheduler.start()
+            if s.warmup:
+                passages = ["warm-up passage", "warm-up passage " * 64]
+                await self.scheduler.score("warm-up query", passages, ChunkSpec())
+        except Exception as exc:  # reported by /health and the log, never a crash
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.error("the model could not be started: %s", self.failed)
+            return
+        self.ready = True
+        logger.info("model %s ready", self.model_name)
+
+    def begin_shutdown(self) -> None:
+        """A shutdown signal arrived: refuse new work, and answer 503 now to queued requests
+        that cannot finish within ``graceful_timeout`` seconds."""
+        self.stopping = True
+        if self.scheduler is not None:
+            self.scheduler.drain(self.settings.graceful_timeout)
+
+    async def close(self) -> None:
+        self.ready = False
+        if self.scheduler is not None:
+            await asyncio.to_thread(self.scheduler.close)
+
+    def spec(
+        self,
+        *,
+        max_chunks: int | None = None,
+        max_doc_tokens: int | None = None,
+        truncate: bool | None = None,
+        direction: str = "right",
+    ) -> ChunkSpec:
+        """How a request's documents are fitted to the model, from its options and the settings."""
+        s = self.settings
+        if max_chunks is None and (s.chunking or max_doc_tokens is not None):
+            max_chunks = s.max_chunks_per_doc
+        return ChunkSpec(
+            max_chunks=min(max_chunks or 1, s.max_chunks_per_doc),
+            overlap=s.chunk_overlap,
+            max_doc_tokens=max_doc_tokens,
+            direction=direction,
+            truncate=truncate is not False,
+        )
+
+    async def rerank(
+        self, receive: Any, query: str, texts: Sequence[str], spec: ChunkSpec
+    ) -> tuple[Any, int]:
+        """Logits per text (best chunk) and the tokens scored.
+
+        ``receive`` is the request's ASGI receive: if the client disconnects while its pairs
+        wait, they are dropped from the queue (:class:`ClientGone`).
+        """
+        s = self.settings
+        if self.stopping:
+            raise Unavailable("the server is shutting down")
+        if not self.ready or self.scheduler is None:
+            raise Unavailable("the model is not ready yet")
+        if not query:
+            raise EmptyInput("the query is empty")
+        if not texts:
+            raise EmptyInput("no documents to rank")
+        if len(texts) > s.max_client_batch_size:
+            raise InputError(
+                f"{len(texts)} documents in one request; at most {s.max_client_batch_size}"
+            )
+        # lengths are the request schemas' (a document ranked by several object fields may
+        # exceed --max-input-chars in all, as each field is within it)
+        check_text(query, "the query")
+        for i, t in enumerate(texts):
+            check_text(t, f"document {i}")
+        return await unless_disconnected(receive, self.scheduler.score(query, texts, spec))
+
+
+async def unless_disconnected(receive: Any, work: Awaitable[T]) -> T:
+    """``await work``, cancelled (and :class:`ClientGone` raised) if the client goes away."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(until_disconnect(receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+        raise ClientGone("the client disconnected; its queued pairs were dropped")
+    return task.result()

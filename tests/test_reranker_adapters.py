@@ -1,0 +1,108 @@
+"""Reranker loads PEFT LoRA adapters: an adapter directory as the model, or base + adapter=."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_train_trainer import make_data
+from tiny_llm import hf_tokenizer, reference_llm_inputs, yes_id
+
+PAIRS = [
+    ("what is panda?", "The giant panda is a bear that eats bamboo."),
+    ("what is panda?", "Debian is a free operating system."),
+    ("what is debian?", "Debian is a free operating system for your computer."),
+]
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tmp_path_factory, gemma_dir):
+    """An adapter trained by real peft on transformers' Gemma (random B: not a no-op)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GemmaForCausalLM
+
+    torch.manual_seed(2)
+    base = GemmaForCausalLM.from_pretrained(gemma_dir, torch_dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                     init_lora_weights=False)  # fmt: skip
+    model = get_peft_model(base, cfg).eval()
+    out = tmp_path_factory.mktemp("adapter") / "peft"
+    model.save_pretrained(str(out))
+    return out, model
+
+
+def reference(model, gemma_dir) -> list[float]:
+    tok = hf_tokenizer(gemma_dir)
+    with torch.no_grad():
+        return [
+            model(input_ids=torch.tensor([ids])).logits[0, -1, yes_id(tok)].item()
+            for ids in reference_llm_inputs(tok, PAIRS)
+        ]
+
+
+def test_adapter_dir_as_model_and_as_argument_score_like_peft(peft_adapter, gemma_dir):
+    from crossrank import Reranker
+
+    adapter, peft_model = peft_adapter
+    ref = reference(peft_model, gemma_dir)
+    by_dir = Reranker(adapter, device="cpu").compute_score(PAIRS)
+    by_arg = Reranker(gemma_dir, adapter=adapter, device="cpu").compute_score(PAIRS)
+    plain = Reranker(gemma_dir, device="cpu").compute_score(PAIRS)
+    assert max(abs(a - b) for a, b in zip(by_dir, ref)) < 1e-4
+    assert by_arg == by_dir
+    assert max(abs(a - b) for a, b in zip(plain, ref)) > 1e-3
+
+
+def test_a_crossrank_trained_adapter_loads_in_reranker(tmp_path, gemma_dir):
+    from crossrank import Reranker
+    from crossrank.models.adapters import apply_adapter
+    from crossrank.models.decoder import load_decoder
+    from crossrank.train.trainer import TrainConfig, train
+
+    data = make_data(tmp_path / "d.jsonl")
+    train(TrainConfig(model=str(gemma_dir), data=data, output=str(tmp_path / "o"), group_size=4,
+                      batch_size=4, max_steps=2, lr=1e-2, lora_rank=4, device="cpu",
+                      show_progress=False))  # fmt: skip
+    scores = Reranker(tmp_path / "o", device="cpu").compute_score(PAIRS)
+    tok = hf_tokenizer(gemma_dir)
+    model = apply_adapter(load_decoder(gemma_dir), tmp_path / "o")
+    with torch.no_grad():
+        want = [
+            model.score(torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long),
+                        token_ids=[yes_id(tok)]).item()
+            for x in reference_llm_inputs(tok, PAIRS)
+        ]  # fmt: skip
+    assert max(abs(a - b) for a, b in zip(scores, want)) < 1e-4
+
+
+def test_adapter_errors(tmp_path, peft_adapter, bert_dir, gemma_dir):
+    from crossrank import Reranker
+    from crossrank.errors import CrossrankError
+
+    adapter, _ = peft_adapter
+    with pytest.raises(CrossrankError, match="LLM families"):
+        Reranker(bert_dir, adapter=adapter, device="cpu")
+    with pytest.raises(CrossrankError, match="not a PEFT adapter"):
+        Reranker(gemma_dir, adapter=tmp_path, device="cpu")
+
+
+def test_cli_scores_with_an_adapter_directory_as_the_model(tmp_path, peft_adapter, gemma_dir):
+    import json
+    import subprocess
+    import sys
+
+    from crossrank import Reranker
+
+    adapter, _ = peft_adapter
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
+    out = tmp_path / "out.jsonl"
+    res = subprocess.run(
+        [sys.executable, "-m", "crossrank", "score", "-m", str(adapter), "--device", "cpu",
+         "--input", str(src), "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    want = Reranker(gemma_dir, adapter=adapter, device="cpu").compute_score(PAIRS)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5
