@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -254,3 +255,27 @@ def test_eval_engine_ray_same_metrics(cluster, bert_dir, tmp_path, monkeypatch):
     assert on_ray["queries"] == local["queries"] == 6
     assert on_ray["models"] == local["models"]
     assert on_ray["first_stage"] == local["first_stage"]
+
+
+def test_cli_unreachable_ray_address_exit_2(bert_dir, tmp_path):
+    """A HOST:PORT with no Ray head is one line at once (ray.init would retry for minutes)."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"query": "q", "passage": "p"}\n')
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossrank", "score", "--engine", "ray", "--ray-address",
+         f"127.0.0.1:{port}", "--input", str(path), "--output", str(tmp_path / "out"),
+         "-m", str(bert_dir)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"crossrank: error: --ray-address 127.0.0.1:{port}: no Ray head answers there "
+        "(Connection refused)\n"
+    )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -132,6 +133,7 @@ def ray_session(args: argparse.Namespace) -> Iterator[Any]:
     ray = import_ray()
     started = not ray.is_initialized()
     if started and args.ray_address:
+        _check_reachable(args.ray_address)
         try:
             ray.init(address=args.ray_address, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -162,6 +164,24 @@ def ray_session(args: argparse.Namespace) -> Iterator[Any]:
         context.execution_options.preserve_order = preserve
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on is a usage error now (ray.init would retry for
+    minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    from crossrank.cli import UsageError
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(
+            f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc})"
+        ) from None
 
 
 def _output_target(output: str, inputs: list[str]) -> tuple[str, str | None]:
@@ -198,7 +218,12 @@ def score_with_ray(args: argparse.Namespace) -> int:
     """``crossrank score --engine ray``: score files of pairs on Ray and write a directory."""
     from crossrank.cli import UsageError
     from crossrank.distributed.ray_data import rerank_dataset
-    from crossrank.distributed.sources import detect_format, expand_inputs, read_pairs
+    from crossrank.distributed.sources import (
+        detect_format,
+        expand_inputs,
+        json_lines_sink,
+        read_pairs,
+    )
     from crossrank.hub import resolve_model_dir
 
     if args.input == "-":
@@ -229,8 +254,8 @@ def score_with_ray(args: argparse.Namespace) -> int:
             )
             if args.output_format == "parquet":
                 scored.write_parquet(target)
-            else:  # pandas' JSON writer: 15 digits keep every fp32 score exact
-                scored.write_json(target, force_ascii=False, double_precision=15)
+            else:
+                scored.write_datasink(json_lines_sink(target))
         seconds = time.perf_counter() - start
         if not Path(target).is_dir() and final is not None:
             Path(target).mkdir()  # no input row: an empty result, still a directory

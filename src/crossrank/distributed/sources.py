@@ -1,4 +1,5 @@
-"""Reading pairs into Ray Data: JSON lines (``.gz`` too) and Parquet, one read task per file.
+"""Reading pairs into Ray Data (JSON lines, ``.gz`` too, and Parquet, one read task per file)
+and writing JSON lines.
 
 Each file is checked as it is read: the first bad row of a file (invalid JSON, a missing or
 non-string query or passage) is passed on with its message in a hidden column
@@ -181,6 +182,20 @@ def _datasources() -> tuple[type, type]:
 
     _JSONL, _PARQUET = JsonLinesPairs, ParquetPairs
     return _JSONL, _PARQUET
+
+
+def json_lines_sink(path: str) -> Any:
+    """A Ray datasink writing JSON lines as the in-process ``crossrank score`` does
+    (``json.dumps`` of each row, non-ASCII kept, every float exact), one file per block."""
+    import_ray()
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class JsonLinesSink(BlockBasedFileDatasink):
+        def write_block_to_file(self, block: Any, file: Any) -> None:
+            for row in block.to_arrow().to_pylist():
+                file.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+
+    return JsonLinesSink(path, file_format="jsonl")
 
 
 _JSONL: type | None = None
