@@ -126,7 +126,7 @@ def bad_dataset(tmp_path: Path, what: str) -> Path:
         ("no-model", "does not exist"),
         ("both-first-stages", "not allowed with argument"),
         ("no-run-file", "no such run file"),
-        ("output-dir", "its directory does not exist"),
+        ("output-dir", "does not exist; create it"),
         ("run-not-judged", "no query of the run is judged"),
     ],
 )

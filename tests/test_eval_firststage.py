@@ -85,6 +85,28 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     assert again.search({"q": "web server"}, 1)["q"].keys() == {"nginx"}
 
 
+def test_damaged_cache_is_replaced_and_killed_builds_cleaned(tmp_path):
+    """A rebuilt index replaces the damaged entry on disk (the next load is from the cache),
+    and the temporary directory of a build killed earlier (its process is gone) is removed."""
+    import subprocess
+    import sys
+
+    from crossrank.atomic import temp_name
+
+    cache = tmp_path / "cache"
+    index = BM25Index.load_or_build(CORPUS, cache_dir=cache)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              stdout=subprocess.PIPE).stdout)  # fmt: skip
+    killed = cache / temp_name(index.path.name).replace(f"-{os.getpid()}-", f"-{dead}-")
+    killed.mkdir()
+    (killed / "params.index.json").write_text("{half")
+    (index.path / "ids.json").write_text("[not json")
+    assert not BM25Index.load_or_build(CORPUS, cache_dir=cache).from_cache
+    assert BM25Index.load_or_build(CORPUS, cache_dir=cache).from_cache
+    assert not killed.exists()
+    assert [p.name for p in cache.iterdir()] == [index.path.name]
+
+
 def test_default_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("CROSSRANK_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from crossrank import Reranker  # noqa: E402
-from crossrank.engine.onnx_backend import OnnxBackend, cache_root  # noqa: E402
+from crossrank.engine.onnx_backend import OnnxBackend  # noqa: E402
+from crossrank.engine.onnx_cache import cache_root  # noqa: E402
 from crossrank.errors import CrossrankError  # noqa: E402
 
 PAIRS = [
@@ -96,7 +97,7 @@ def test_per_token_product_quantizes_each_row_alone():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from crossrank.engine.onnx_backend import per_token_matmuls
+    from crossrank.engine.onnx_quantize import per_token_matmuls
 
     rng = np.random.default_rng(0)
     k, n = 64, 48
@@ -204,6 +205,28 @@ def test_concurrent_first_use_builds_once(xlmr_dir, onnx_cache):
     assert len(entries) == 1 and ".tmp-" not in entries[0]
     meta = json.loads((onnx_cache / "onnx" / entries[0] / "meta.json").read_text())
     assert meta["quantize"] is None
+
+
+def test_killed_builds_leave_nothing_under_the_entry_name(bert_dir, onnx_cache):
+    """The export builds in a temporary directory renamed into place (crossrank.atomic): an
+    incomplete entry under the final name (no meta.json) is replaced, and the temporary of a
+    build killed earlier (its process is gone) is removed by the next build."""
+    from crossrank.atomic import temp_name
+    from crossrank.engine.onnx_cache import cache_key
+
+    key = cache_key(Path(bert_dir), None)
+    root = cache_root()
+    (root / key).mkdir(parents=True)
+    (root / key / "exported.onnx").write_bytes(b"half an export")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              stdout=subprocess.PIPE).stdout)  # fmt: skip
+    killed = root / temp_name(key).replace(f"-{os.getpid()}-", f"-{dead}-")
+    killed.mkdir()
+    (killed / "exported.onnx").write_bytes(b"another half")
+    backend = Reranker(bert_dir, device="cpu", backend="onnx").backend
+    assert backend.path == root / key / "model.onnx"
+    assert sorted(p.name for p in (root / key).iterdir()) == ["meta.json", "model.onnx"]
+    assert sorted(p.name for p in root.iterdir()) == [key, f"{key}.lock"]
 
 
 def test_missing_onnxruntime_names_the_extra(bert_dir, monkeypatch):

@@ -8,18 +8,30 @@ as one line on stderr with exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from crossrank._version import __version__
 from crossrank.distributed.cli import add_ray_args
 from crossrank.errors import CrossrankError
-from crossrank.files import open_input, parse_json_object, read_jsonl, require_str
+from crossrank.files import (
+    check_input,
+    count_lines,
+    iter_lines,
+    parse_json_object,
+    read_jsonl,
+    require_str,
+)
 from crossrank.hub import BUNDLED_MODEL, DEFAULT_MODEL
+from crossrank.scoring import DEFAULT_CHUNK_SIZE
 
 logger = logging.getLogger("crossrank")
 
@@ -158,22 +170,57 @@ def cmd_score(args: argparse.Namespace) -> int:
         from crossrank.distributed.cli import score_with_ray
 
         return score_with_ray(args)
-    rows, pairs = [], []
-    for lineno, obj in read_jsonl(args.input):
-        where = f"{args.input}:{lineno}"
-        pairs.append((require_str(obj, "query", where), require_str(obj, "passage", where)))
-        rows.append(obj)
-    reranker = load_reranker(args)
-    scores = reranker.compute_score(pairs, **score_options(args)) if pairs else []
-    lines = [
-        json.dumps({**obj, "score": s}, ensure_ascii=False) + "\n" for obj, s in zip(rows, scores)
-    ]
-    if args.output == "-":
-        sys.stdout.writelines(lines)
-    else:
-        with open(args.output, "w", encoding="utf-8") as out:
-            out.writelines(lines)
+    from crossrank.atomic import check_output, open_output
+    from crossrank.scoring import log_summary, score_stream
+
+    check_input(args.input)
+    check_output(args.output, what="--output")
+    check_chunk_size(args.chunk_size)
+    rows = read_pairs(args.input)
+    ahead = deque(islice(rows, args.chunk_size))  # a bad first chunk fails before the model loads
+    reranker = load_reranker(args, show_progress=False)
+    pending: deque[dict[str, Any]] = deque()  # rows read and not yet written: one chunk
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        while ahead:
+            pair, obj = ahead.popleft()
+            pending.append(obj)
+            yield pair
+        for pair, obj in rows:
+            pending.append(obj)
+            yield pair
+
+    progress = sys.stderr.isatty()
+    total = count_lines(args.input) if progress else None
+    start, n = time.perf_counter(), 0
+    with open_output(args.output) as out:
+        for score in score_stream(
+            reranker,
+            pairs(),
+            chunk_size=args.chunk_size,
+            show_progress=progress,
+            total=total,
+            summary=False,
+            **score_options(args),
+        ):
+            out.write(json.dumps({**pending.popleft(), "score": score}, ensure_ascii=False) + "\n")
+            n += 1
+    # after the output is complete (renamed into place): a failed write is the last line
+    where = f" into {args.output}" if args.output != "-" else ""
+    log_summary(n, time.perf_counter() - start, args.chunk_size, where)
     return 0
+
+
+def read_pairs(path: str) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+    """``((query, passage), row)`` for each JSON line of ``path``, read lazily."""
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        yield (require_str(obj, "query", where), require_str(obj, "passage", where)), obj
+
+
+def check_chunk_size(size: int) -> None:
+    if size < 1:
+        raise UsageError(f"--chunk-size must be >= 1, got {size}")
 
 
 # -- rank --------------------------------------------------------------------------------
@@ -182,13 +229,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 def read_documents(path: str) -> list[dict[str, Any]]:
     """Documents from JSON lines (``text``, optional ``id``) or plain text (one per line)."""
     docs: list[dict[str, Any]] = []
-    with open_input(path) as fh:
-        lines = fh.read().splitlines()
-    first = next((line for line in lines if line.strip()), "")
-    is_json = first.lstrip().startswith("{")
-    for lineno, line in enumerate(lines, 1):
+    is_json: bool | None = None
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
+        if is_json is None:  # the first non-blank line decides the format
+            is_json = line.lstrip().startswith("{")
         if not is_json:
             docs.append({"text": line})
             continue
@@ -199,26 +245,30 @@ def read_documents(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from crossrank.atomic import check_output, open_output
+
     if args.top_k is not None and args.top_k < 0:
         raise UsageError("--top-k must be >= 0")
+    check_output(args.output, what="--output")
     docs = read_documents(args.documents)
     reranker = load_reranker(args)
     results = reranker.rank(args.query, docs, top_k=args.top_k, **score_options(args))
-    if args.json:
+    with open_output(args.output) as out:
+        if args.json:
+            for rank, r in enumerate(results, 1):
+                row = {"rank": rank, "index": r.index, "score": r.score}
+                if "id" in docs[r.index]:
+                    row["id"] = docs[r.index]["id"]
+                row["text"] = docs[r.index]["text"]
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return 0
+        width = 72
+        out.write(f"{'rank':>4}  {'score':>10}  {'id':<12}  text\n")
         for rank, r in enumerate(results, 1):
-            row = {"rank": rank, "index": r.index, "score": r.score}
-            if "id" in docs[r.index]:
-                row["id"] = docs[r.index]["id"]
-            row["text"] = docs[r.index]["text"]
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return 0
-    width = 72
-    print(f"{'rank':>4}  {'score':>10}  {'id':<12}  text")
-    for rank, r in enumerate(results, 1):
-        doc = docs[r.index]
-        text = " ".join(doc["text"].split())
-        text = text if len(text) <= width else text[: width - 1] + "…"
-        print(f"{rank:>4}  {r.score:>10.4f}  {str(doc.get('id', r.index)):<12}  {text}")
+            doc = docs[r.index]
+            text = " ".join(doc["text"].split())
+            text = text if len(text) <= width else text[: width - 1] + "…"
+            out.write(f"{rank:>4}  {r.score:>10.4f}  {str(doc.get('id', r.index)):<12}  {text}\n")
     return 0
 
 
@@ -229,7 +279,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input", "-i", required=True, help='JSON lines {"query", "passage"}; - = stdin'
     )
-    p.add_argument("--output", "-o", default="-", help="output JSON lines (default stdout)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default="-",
+        help="output JSON lines (default stdout); written to a temporary file renamed when "
+        "complete, so it may be the input file itself",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"pairs read, scored and written at a time (default {DEFAULT_CHUNK_SIZE}): memory "
+        "stays bounded; pairs are sorted by length within a chunk",
+    )
     add_ray_args(p, files=True)
     p.set_defaults(func=cmd_score)
 
@@ -242,6 +305,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-k", "-k", type=int, default=None)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("--output", "-o", default="-", help="output file (default stdout)")
     p.set_defaults(func=cmd_rank)
 
 
@@ -276,19 +340,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.DEBUG
     )
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("crossrank.scoring").setLevel(min(level, logging.INFO))  # summary line
     try:
         return int(args.func(args) or 0)
     except CrossrankError as exc:
         print(f"crossrank: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"crossrank: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        message, code = describe_os_error(exc)
+        print(f"crossrank: error: {message}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("crossrank: interrupted", file=sys.stderr)
         return 130
+
+
+#: errors the user fixes by choosing or fixing a path: exit 2, like bad input
+PATH_ERRORS = {
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.EACCES: "check the permissions or choose another location",
+    errno.EPERM: "check the permissions or choose another location",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.ENAMETOOLONG: "use a shorter name",
+}
+#: errors of the machine, not of the command: exit 1
+SPACE_ERRORS = {
+    errno.ENOSPC: "free some space or write to another disk",
+    errno.EDQUOT: "free some space or write to another disk (disk quota exceeded)",
+    errno.EFBIG: "the file system or a limit (ulimit -f) refuses a file this large",
+}
+
+
+def describe_os_error(exc: OSError) -> tuple[str, int]:
+    """One line for an operating-system error, and the exit code: 2 for a path the user can
+    fix (missing directory, permission, a directory given as a file), 1 otherwise (a full
+    disk, an I/O error). Outputs are atomic, so a failed write leaves nothing behind."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = (exc.strerror or str(exc)).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    if exc.errno in PATH_ERRORS:
+        return f"{where}{reason}; {PATH_ERRORS[exc.errno]}", 2
+    if exc.errno in SPACE_ERRORS:
+        return f"{where}{reason}; {SPACE_ERRORS[exc.errno]}", 1
+    return f"{where}{reason}", 1
 
 
 if __name__ == "__main__":

@@ -140,11 +140,27 @@ class EncoderConfig:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """Read a config.json file, raising :class:`ModelLoadError` with the path on failure."""
+    """Read a config.json file, raising :class:`ModelLoadError` with the path on failure
+    (missing, unreadable, invalid UTF-8 or JSON with its position, not a JSON object)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ModelLoadError(f"{path} not found: a model directory needs config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read config.json ({exc.strerror})") from None
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(
+            f"{path} is not valid UTF-8 (byte offset {exc.start}); save config.json as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(
+            f"{path}: expected a JSON object ({{...}}) of model settings, got {type(raw).__name__}"
+        )
+    return raw

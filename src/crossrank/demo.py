@@ -53,6 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             documents=str(EXAMPLE_DIR / "documents.jsonl"),
             top_k=None,
             json=False,
+            output="-",
         )
     )
     dataset = find_dataset(args.dataset)

@@ -31,3 +31,7 @@ def missing_extra(extra: str, package: str) -> ImportError:
     return MissingExtraError(
         f"this feature needs the optional dependency {package!r}: pip install 'crossrank[{extra}]'"
     )
+
+
+class OutputError(CrossrankError):
+    """An output location cannot be written (missing directory, not writable, a directory)."""

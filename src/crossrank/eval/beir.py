@@ -12,6 +12,7 @@ Each file may also be gzip-compressed (``corpus.jsonl.gz``...).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,30 +103,44 @@ def read_queries(path: Path, keep: Iterable[str] | None = None) -> dict[str, str
 
 def read_qrels(path: Path) -> Qrels:
     """Query id -> {document id -> relevance} from a BEIR qrels TSV (header line optional)."""
-    from crossrank.files import open_input
+    from crossrank.files import iter_lines
 
     qrels: Qrels = {}
-    with open_input(str(path)) as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.split()
-            if not fields:
+    for lineno, line in iter_lines(str(path)):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 3:
+            qid, doc_id, rel = fields
+        elif len(fields) == 4:  # TREC qrels: qid iteration docid rel
+            qid, _, doc_id, rel = fields
+        else:
+            raise InputError(
+                f"{path}:{lineno}: expected 'query-id corpus-id score', got {len(fields)} fields"
+            )
+        value = relevance(rel)
+        if value is None:
+            if lineno == 1:  # the header line
                 continue
-            if len(fields) == 3:
-                qid, doc_id, rel = fields
-            elif len(fields) == 4:  # TREC qrels: qid iteration docid rel
-                qid, _, doc_id, rel = fields
-            else:
-                raise InputError(
-                    f"{path}:{lineno}: expected 'query-id corpus-id score', got {len(fields)} fields"
-                )
-            try:
-                value = int(float(rel))
-            except ValueError:
-                if lineno == 1:  # the header line
-                    continue
-                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not a number") from None
-            qrels.setdefault(qid, {})[doc_id] = value
+            raise InputError(
+                f"{path}:{lineno}: relevance {rel!r} is not an integer grade (0, 1, 2...)"
+            )
+        qrels.setdefault(qid, {})[doc_id] = value
     return qrels
+
+
+def relevance(text: str) -> int | None:
+    """A relevance grade: an integer, or a float with an integral value (``"1.0"``); None for
+    anything else (``"inf"``, ``"nan"``, ``"0.5"``, words)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
 
 
 def load_beir(directory: str | Path, split: str) -> BeirDataset:

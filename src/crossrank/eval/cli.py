@@ -143,9 +143,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
     for model in args.model:  # fail before the first stage, not after it
         resolve_model_dir(model)
-    for path in (args.output, args.report, args.save_run, args.save_first_stage):
-        if path and not Path(path).expanduser().parent.is_dir():
-            raise UsageError(f"{path}: its directory does not exist")
+    from crossrank.atomic import check_output
+
+    for option, path in (
+        ("--output", args.output),
+        ("--report", args.report),
+        ("--save-run", args.save_run),
+        ("--save-first-stage", args.save_first_stage),
+    ):
+        if path:
+            check_output(path, what=option)
 
 
 def _rerank_with(args, model, dataset, run, query_ids):

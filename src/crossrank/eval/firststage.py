@@ -16,8 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -161,18 +159,13 @@ class BM25Index:
         return cls(retriever, doc_ids, path=path, from_cache=True)
 
     def _save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-        try:
+        from crossrank.atomic import atomic_dir
+
+        def fill(tmp: Path) -> None:
             self.retriever.save(str(tmp), show_progress=False)
             (tmp / "ids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
-            try:
-                os.replace(tmp, path)  # atomic: readers see a whole index or none
-            except OSError:
-                if not (path / "ids.json").is_file():  # not a concurrent writer's win
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        atomic_dir(path, fill)  # readers see a whole index or none
         self.path = path
         logger.info("cached the BM25 index in %s", path)
 

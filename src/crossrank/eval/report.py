@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossrank.atomic import atomic_path, atomic_write_text
 from crossrank.errors import missing_extra
 from crossrank.eval.metrics import Evaluation
 
@@ -45,7 +45,7 @@ class EvalResult:
 
 def write_json(result: EvalResult, path: str | Path) -> None:
     """Write :meth:`EvalResult.to_json` to ``path`` (atomically)."""
-    _atomic_write(Path(path), json.dumps(result.to_json(), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result.to_json(), indent=2) + "\n")
 
 
 def summary_line(result: EvalResult) -> str:
@@ -124,8 +124,11 @@ def plot_deltas(result: EvalResult, path: str | Path) -> None:
     if result.models:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    fig.savefig(str(path), format="png")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(str(tmp), format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_markdown(result: EvalResult, path: str | Path, command: str | None = None) -> Path:
@@ -146,19 +149,9 @@ def write_markdown(result: EvalResult, path: str | Path, command: str | None = N
                 f"- {model}: {sum(x > 0 for x in d)} queries better, "
                 f"{sum(x < 0 for x in d)} worse, {sum(x == 0 for x in d)} unchanged"
             )
-    _atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return png
 
 
 def _short(model: str, width: int = 40) -> str:
     return model if len(model) <= width else "…" + model[-(width - 1) :]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

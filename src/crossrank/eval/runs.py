@@ -7,7 +7,7 @@ by document id (descending); the rank column is informative only.
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -28,30 +28,31 @@ def read_run(path: str | Path, doc_ids: Collection[str] | None = None) -> Run:
         >>> run["q1"]["d7"]  # doctest: +SKIP
         9.4435
     """
-    from crossrank.files import open_input
+    from crossrank.files import iter_lines
 
     run: Run = {}
-    with open_input(str(path)) as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) != 6:
-                raise InputError(
-                    f"{where}: expected 'qid Q0 docid rank score tag', got {len(fields)} fields"
-                )
-            qid, _, doc_id, _, score, _ = fields
-            try:
-                value = float(score)
-            except ValueError:
-                raise InputError(f"{where}: score {score!r} is not a number") from None
-            if doc_ids is not None and doc_id not in doc_ids:
-                raise InputError(f"{where}: document {doc_id!r} is not in the corpus")
-            docs = run.setdefault(qid, {})
-            if doc_id in docs:
-                raise InputError(f"{where}: document {doc_id!r} listed twice for query {qid!r}")
-            docs[doc_id] = value
+    for lineno, line in iter_lines(str(path)):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) != 6:
+            raise InputError(
+                f"{where}: expected 'qid Q0 docid rank score tag', got {len(fields)} fields"
+            )
+        qid, _, doc_id, _, score, _ = fields
+        try:
+            value = float(score)
+        except ValueError:
+            raise InputError(f"{where}: score {score!r} is not a number") from None
+        if not math.isfinite(value):
+            raise InputError(f"{where}: score {score!r} is not a finite number")
+        if doc_ids is not None and doc_id not in doc_ids:
+            raise InputError(f"{where}: document {doc_id!r} is not in the corpus")
+        docs = run.setdefault(qid, {})
+        if doc_id in docs:
+            raise InputError(f"{where}: document {doc_id!r} listed twice for query {qid!r}")
+        docs[doc_id] = value
     if not run:
         raise InputError(f"{path}: the run is empty")
     return run
@@ -74,21 +75,17 @@ def write_run(
 ) -> None:
     """Write ``run`` as a TREC run file (queries in run order, documents best first).
 
-    The file is written to a temporary name and renamed, so a reader never sees half a run.
+    The file is written atomically (:func:`crossrank.atomic.atomic_write`): a reader never
+    sees half a run.
     Tags with whitespace are joined with ``_``.
 
     Example:
         >>> write_run({"q1": {"d1": 2.5, "d2": 1.0}}, "out.run", tag="bm25")  # doctest: +SKIP
     """
-    path = Path(path)
+    from crossrank.atomic import atomic_write
+
     tag = "_".join(tag.split()) or "crossrank"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            for qid, docs in run.items():
-                for rank, (doc_id, score) in enumerate(ranked(docs), 1):
-                    out.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as out:
+        for qid, docs in run.items():
+            for rank, (doc_id, score) in enumerate(ranked(docs), 1):
+                out.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")

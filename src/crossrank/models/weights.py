@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,17 +42,83 @@ def weight_files(model_dir: Path) -> list[Path]:
     )
 
 
+FIX = "re-download the model or save the checkpoint again"
+
+
+def check_safetensors(path: Path) -> None:
+    """Check a safetensors file's framing (header length, JSON header, data extent) so a
+    truncated or corrupt file is one :class:`ModelLoadError` with the byte offset at fault."""
+    import json
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(
+                f"{path}: truncated safetensors file: it ends at byte {size}, inside the "
+                f"8-byte header length; {FIX}"
+            )
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            raise ModelLoadError(
+                f"{path}: truncated or not a safetensors file: the header should span bytes "
+                f"8-{8 + n}, but the file ends at byte {size}; {FIX}"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ModelLoadError(
+            f"{path}: corrupt safetensors file: the header (bytes 8-{8 + n}) is not JSON; {FIX}"
+        ) from None
+    tensors = header.items() if isinstance(header, dict) else ()
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in tensors if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise ModelLoadError(
+            f"{path}: corrupt safetensors file: the header (bytes 8-{8 + n}) does not "
+            f"describe tensors; {FIX}"
+        ) from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(
+            f"{path}: corrupt safetensors file: the header is not an object; {FIX}"
+        )
+    if 8 + n + end > size:
+        raise ModelLoadError(
+            f"{path}: truncated safetensors file: the tensor data should end at byte "
+            f"{8 + n + end}, but the file ends at byte {size}; {FIX}"
+        )
+
+
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, tensor)`` from weight files, one tensor at a time for safetensors."""
+    """Yield ``(name, tensor)`` from weight files, one tensor at a time for safetensors.
+
+    Raises:
+        ModelLoadError: a weight file is truncated or corrupt (naming the file and, for
+            safetensors, the byte offset).
+    """
     for path in files:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
+            from safetensors import SafetensorError, safe_open
 
-            with safe_open(str(path), framework="pt") as f:
-                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    yield name, f.get_tensor(name)
+            check_safetensors(path)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                        yield name, f.get_tensor(name)
+            except SafetensorError as exc:
+                raise ModelLoadError(f"{path}: corrupt safetensors file ({exc}); {FIX}") from None
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            import pickle
+            import zipfile
+
+            try:
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelLoadError(
+                    f"{path}: corrupt PyTorch weight file ({reason}); {FIX}"
+                ) from None
             yield from state.items()
 
 
@@ -149,14 +214,10 @@ def ours_to_hf(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[st
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write tensors to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write tensors to ``path`` atomically (:func:`crossrank.atomic.atomic_path`)."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; give the usual mode
-    os.replace(tmp, path)
+    from crossrank.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})

@@ -1,15 +1,15 @@
 """Atomic checkpoints in Hugging Face layout, plus the training state ``--resume`` needs.
 
-A checkpoint directory is written complete under a temporary name and renamed into place,
-so a run killed while saving leaves the previous checkpoint as it was and at worst a
-``.tmp-*`` directory, which is ignored (and removed by the next save).
+A checkpoint directory is written complete under a temporary name and renamed into place
+(:func:`crossrank.atomic.atomic_dir`), so a run killed while saving leaves the previous
+checkpoint as it was and at worst a ``.tmp-*`` directory, which is ignored and removed by the
+next save once its process is gone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossrank.atomic import atomic_dir, atomic_files
 from crossrank.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -58,50 +59,6 @@ def write_model_files(
         src = Path(tokenizer_dir) / name
         if src.is_file():
             shutil.copyfile(src, dest / name)
-
-
-def atomic_dir(dest: Path, fill) -> Path:
-    """Create directory ``dest`` atomically: ``fill(tmp)`` writes a temporary sibling, then
-    it is renamed over ``dest`` (an existing ``dest`` is moved aside first and removed after).
-    If ``fill`` raises, ``dest`` is untouched and the temporary directory is removed."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = dest.parent / f".old-{dest.name}-{os.getpid()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_model(
@@ -187,17 +144,10 @@ def load_state(resume_dir: Path, optimizer, scheduler, scaler, rank: int) -> tup
 
 
 def save_final(write_model: Callable[[Path], None], output: Path) -> None:
-    """Model files at the top of ``output``: written to a temp dir, each moved in atomically."""
-    tmp = output / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_model(tmp)
-    # weights first, config last: config.json is what marks a directory as a model
-    names = sorted(p.name for p in tmp.iterdir())
-    names.sort(key=lambda n: n in ("config.json", "adapter_config.json"))
-    for name in names:
-        os.replace(tmp / name, output / name)
-    tmp.rmdir()
+    """Model files at the top of ``output``: written to a temp dir, each moved in atomically
+    (:func:`crossrank.atomic.atomic_files`), weights first, config last: config.json is what
+    marks a directory as a model."""
+    atomic_files(output, write_model, last=("config.json", "adapter_config.json"))
 
 
 def find_last_checkpoint(output: Path) -> Path | None:

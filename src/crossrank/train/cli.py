@@ -28,6 +28,9 @@ def cmd_mine(args: argparse.Namespace) -> int:
         raise CrossrankError("give --run FILE or --first-stage bm25, not both")
     if args.negatives < 1:
         raise CrossrankError("--negatives must be >= 1")
+    from crossrank.atomic import check_output
+
+    check_output(args.output, what="--output")
     teacher = None
     if args.teacher:
         from crossrank.reranker import Reranker

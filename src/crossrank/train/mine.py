@@ -123,14 +123,10 @@ def mine(
 
 
 def write_groups(groups: list[dict[str, Any]], path: str) -> None:
-    """Write groups as JSON lines (gzip when the name ends in .gz), atomically."""
-    import gzip
-    import os
+    """Write groups as JSON lines (gzip when the name ends in .gz), atomically
+    (:func:`crossrank.atomic.atomic_write`)."""
+    from crossrank.atomic import atomic_write
 
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    opener = gzip.open if out.suffix == ".gz" else open
-    with opener(tmp, "wt", encoding="utf-8") as fh:
+    with atomic_write(path, compress=str(path).endswith(".gz")) as fh:
         for g in groups:
             fh.write(json.dumps(g, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)

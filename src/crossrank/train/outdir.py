@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from crossrank.atomic import atomic_write_text, remove_stale_temporaries
 from crossrank.errors import CrossrankError
 from crossrank.train.checkpoint import STATE_FILE, find_last_checkpoint
 
@@ -119,9 +120,7 @@ def prepare_output(cfg, resuming: bool) -> None:
     create the directory and record this run's options."""
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    for tmp in output.glob(".tmp-*"):
-        logger.info("removing %s, left by a killed run", tmp)
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    remove_stale_temporaries(output)  # those of dead processes only
     for old in output.glob(".old-*"):
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     if cfg.overwrite_output_dir and not resuming and is_run(output):
@@ -131,6 +130,4 @@ def prepare_output(cfg, resuming: bool) -> None:
         for name in RUN_ARTIFACTS:
             p = output / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    tmp = output / f".tmp-{RUN_FILE}"
-    tmp.write_text(json.dumps(cfg.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, output / RUN_FILE)
+    atomic_write_text(output / RUN_FILE, json.dumps(cfg.as_dict(), indent=2, sort_keys=True) + "\n")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from crossrank.atomic import atomic_write_text
 
 
 def trim_log(path: Path, start: int) -> None:
@@ -20,9 +21,7 @@ def trim_log(path: Path, start: int) -> None:
             continue
         if "step" in rec and rec["step"] <= start:
             keep.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(keep))
 
 
 def write_log(path: Path, rec: dict[str, Any], main: bool = True) -> None:

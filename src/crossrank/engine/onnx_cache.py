@@ -1,0 +1,89 @@
+"""The on-disk cache of exported ONNX models.
+
+Exported files are cached under ``$CROSSRANK_CACHE/onnx`` (default ``~/.cache/crossrank/onnx``)
+in a directory named by a hash of the checkpoint's content (config.json and weight files) and
+the export options: built once, reused by later loads, and rebuilt when the checkpoint
+changes (its content hash changes). A build fills a temporary directory that is renamed into
+place when complete (:func:`crossrank.atomic.atomic_dir`), under a file lock, so concurrent
+first uses neither corrupt the cache nor export twice, and a killed build leaves nothing
+under the entry's name (its temporary is removed by the next build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from crossrank.atomic import atomic_dir
+from crossrank.engine.onnx_export import EXPORT_VERSION, OPSET, build
+
+logger = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where exported models live: ``$CROSSRANK_CACHE/onnx`` or ``~/.cache/crossrank/onnx``."""
+    base = os.environ.get("CROSSRANK_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "crossrank"
+    return root / "onnx"
+
+
+def checkpoint_hash(model_dir: Path) -> str:
+    """SHA-256 over config.json and the weight files (names and bytes)."""
+    from crossrank.models.weights import weight_files
+
+    h = hashlib.sha256()
+    for path in [model_dir / "config.json", *weight_files(model_dir)]:
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(model_dir: Path, quantize: str | None) -> str:
+    import onnxruntime
+
+    options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{quantize or 'none'}"
+    digest = hashlib.sha256(f"{checkpoint_hash(model_dir)}|{options}".encode()).hexdigest()
+    return f"{digest[:24]}-{quantize or 'fp32'}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_model(
+    model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None
+) -> Path:
+    """The cached ONNX file for this checkpoint and options, exporting it on first use."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    key = cache_key(Path(model_dir), quantize)
+    final = root / key
+    if (final / "meta.json").is_file():
+        return final / "model.onnx"
+    with _locked(root / f"{key}.lock"):
+        if (final / "meta.json").is_file():  # another process built it while we waited
+            return final / "model.onnx"
+        logger.info("exporting %s to ONNX (%s) in %s", model_dir, quantize or "fp32", final)
+        # an incomplete leftover under the final name (no meta.json) is replaced
+        atomic_dir(final, lambda tmp: build(Path(model_dir), load_model, quantize, tmp))
+    return final / "model.onnx"
