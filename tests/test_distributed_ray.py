@@ -145,7 +145,7 @@ def test_cli_jsonl_gz_glob_to_jsonl(cluster, bert_dir, tmp_path, capsys):
     for r, score, got in zip(data, in_process(bert_dir, data, max_length=64), lines):
         assert got.pop("score") == pytest.approx(score, abs=1e-4)
         assert got == r
-    assert not list(tmp_path.glob(".scored.partial-*"))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
 
 
 def test_cli_parquet_to_parquet_keeps_types(cluster, bert_dir, tmp_path):
@@ -182,7 +182,8 @@ def test_cli_bad_row_names_file_and_row(cluster, bert_dir, tmp_path, capsys, fmt
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"crossrank: error: {where}"
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    assert not (tmp_path / "out").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
 
 
 def test_cli_subprocess_local_ray_bad_row_exit_2(cluster, bert_dir, tmp_path):
@@ -202,7 +203,8 @@ def test_cli_subprocess_local_ray_bad_row_exit_2(cluster, bert_dir, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.endswith(f"crossrank: error: {path}:2: missing string field 'passage'\n")
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    assert not (tmp_path / "out").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
 
 
 def worker_pids() -> set[int]:

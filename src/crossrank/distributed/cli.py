@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import socket
 import sys
 import time
@@ -184,28 +183,21 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _output_target(output: str, inputs: list[str]) -> tuple[str, str | None]:
-    """(where Ray writes, final local directory or None for a URI): local outputs go to a
-    hidden sibling first and are renamed into place when complete."""
+def _check_output(output: str, inputs: list[str]) -> None:
+    """A local output directory: writable, and not holding an input (it will be replaced)."""
+    from crossrank.atomic import check_output
     from crossrank.cli import UsageError
 
     if output == "-":
         raise UsageError("--engine ray writes a directory: give --output DIR")
     if "://" in output:
-        return output, None
+        return
+    check_output(output, what="--output", directory=True)
     out = Path(output).resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{output}: exists and is not an empty directory")
-    if not out.parent.is_dir():
-        raise UsageError(f"{output}: its parent directory does not exist")
     for path in inputs:
-        if "://" not in path and (
-            Path(path).resolve() == out or out in Path(path).resolve().parents
-        ):
+        resolved = Path(path).resolve()
+        if "://" not in path and (resolved == out or out in resolved.parents):
             raise UsageError(f"{output}: the output directory holds an input ({path})")
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    return str(staging), str(out)
 
 
 def _count_rows(path: str, fmt: str) -> int:
@@ -216,6 +208,7 @@ def _count_rows(path: str, fmt: str) -> int:
 
 def score_with_ray(args: argparse.Namespace) -> int:
     """``crossrank score --engine ray``: score files of pairs on Ray and write a directory."""
+    from crossrank.atomic import atomic_dir
     from crossrank.cli import UsageError
     from crossrank.distributed.ray_data import rerank_dataset
     from crossrank.distributed.sources import (
@@ -236,9 +229,11 @@ def score_with_ray(args: argparse.Namespace) -> int:
         if len(formats) > 1:
             raise UsageError(f"{args.input}: mixes JSON lines and Parquet; give one kind")
         fmt = formats.pop()
-    target, final = _output_target(args.output, inputs)
+    _check_output(args.output, inputs)
     resolve_model_dir(args.model)  # a wrong model fails here, not in every actor
-    try:
+    timing: dict[str, float] = {}
+
+    def run(target: str) -> None:  # the whole job, writing into ``target``
         with ray_session(args):
             start = time.perf_counter()
             ds = read_pairs(
@@ -256,21 +251,17 @@ def score_with_ray(args: argparse.Namespace) -> int:
                 scored.write_parquet(target)
             else:
                 scored.write_datasink(json_lines_sink(target))
-        seconds = time.perf_counter() - start
-        if not Path(target).is_dir() and final is not None:
-            Path(target).mkdir()  # no input row: an empty result, still a directory
-        rows = _count_rows(target, args.output_format)
-        if final is not None:
-            if Path(final).is_dir():
-                Path(final).rmdir()  # empty (checked above)
-            os.replace(target, final)
-    except BaseException:
-        if final is not None:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
+            timing["seconds"] = time.perf_counter() - start
+        timing["rows"] = _count_rows(target, args.output_format)
+
+    if "://" in args.output:  # object stores cannot rename: written in place
+        run(args.output)
+    else:  # a temporary sibling directory, renamed into place when complete
+        atomic_dir(args.output, lambda tmp: run(str(tmp)))
+    rows, seconds = int(timing["rows"]), timing["seconds"]
     print(
         f"crossrank: {rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):.1f} pairs/s) "
-        f"-> {final or target}",
+        f"-> {args.output}",
         file=sys.stderr,
     )
     return 0
