@@ -20,6 +20,7 @@ from itertools import islice
 from typing import Any
 
 from crossrank._version import __version__
+from crossrank.distributed.cli import add_ray_args
 from crossrank.errors import CrossrankError
 from crossrank.files import (
     check_input,
@@ -165,6 +166,10 @@ def score_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from crossrank.distributed.cli import score_with_ray
+
+        return score_with_ray(args)
     from crossrank.atomic import check_output, open_output
     from crossrank.scoring import log_summary, score_stream
 
@@ -288,6 +293,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"pairs read, scored and written at a time (default {DEFAULT_CHUNK_SIZE}): memory "
         "stays bounded; pairs are sorted by length within a chunk",
     )
+    add_ray_args(p, files=True)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("rank", help="rank documents for one query")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import shlex
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from crossrank.cli import UsageError, add_chunk_args, add_model_args, load_reranker, score_options
+from crossrank.distributed.cli import add_ray_args
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", help="BM25 index cache (default: $CROSSRANK_CACHE, the dataset, ~/.cache)"
     )
+    add_ray_args(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -155,12 +158,19 @@ def _check_args(args: argparse.Namespace) -> None:
 def _rerank_with(args, model, dataset, run, query_ids):
     from crossrank.eval.rerank import rerank
 
-    reranker = load_reranker(args, model=model)
-    start = time.perf_counter()
-    reranked = rerank(
-        reranker, dataset, run, args.top_k, query_ids=query_ids, **score_options(args)
-    )
-    seconds = time.perf_counter() - start
+    if args.engine == "ray":  # the same rerank, scored by Ray Data actors
+        from crossrank.distributed.cli import ray_reranker, ray_session
+
+        session, make = ray_session(args), lambda: ray_reranker(args, model)
+    else:
+        session, make = contextlib.nullcontext(), lambda: load_reranker(args, model=model)
+    with session:
+        reranker = make()
+        start = time.perf_counter()
+        reranked = rerank(
+            reranker, dataset, run, args.top_k, query_ids=query_ids, **score_options(args)
+        )
+        seconds = time.perf_counter() - start
     n_pairs = sum(min(len(run[q]), args.top_k) for q in query_ids)
     logger.info("%s: %d pairs in %.1f s", model, n_pairs, seconds)
     return reranked, seconds
