@@ -92,6 +92,8 @@ def gather_rng(d: Dist) -> list[dict[str, Any]]:
 
 def no_sync(module: torch.nn.Module, sync: bool):
     """DDP's ``no_sync`` on accumulation micro-steps; a null context otherwise."""
-    if sync or not hasattr(module, "no_sync"):
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync or not isinstance(module, DistributedDataParallel):
         return contextlib.nullcontext()
     return module.no_sync()

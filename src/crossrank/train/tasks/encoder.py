@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 def set_dropout(model: nn.Module, p: float) -> None:
     """Set every dropout probability of our encoder to ``p``."""
+    from crossrank.models.encoder import Layer
+
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = p
-        if hasattr(m, "attn_dropout"):
+        if isinstance(m, Layer):  # attention-probability dropout is a float of the layer
             m.attn_dropout = p
 
 
