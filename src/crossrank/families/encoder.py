@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from crossrank.config import BARE_ENCODERS, MODEL_TYPES, SEQUENCE_CLASSIFICATION, EncoderConfig
 from crossrank.engine.backend import Backend
+from crossrank.engine.encoding import PairEncoding
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
 
 
@@ -38,12 +42,15 @@ class EncoderFamily:
 
 
 class LoadedEncoder:
-    """An encoder's tokenizer and backend (torch, ONNX or a device pool), loaded once."""
+    """A cross-encoder's tokenizer and backend (torch, ONNX or a device pool), loaded once.
 
-    def __init__(self, model_dir: Path, config: EncoderConfig, runtime: Runtime) -> None:
+    Encoder families differ in three hooks: :meth:`load_model`, :meth:`pair_tokenizer` and
+    :attr:`ffn_width` (the widest activation, for the CPU token budget).
+    """
+
+    def __init__(self, model_dir: Path, config: Any, runtime: Runtime) -> None:
         from crossrank.engine.backend import create_backend
         from crossrank.engine.tokenize import load_tokenizer, pad_token_id
-        from crossrank.models import load_cross_encoder
 
         self.config = config
         self.runtime = runtime
@@ -52,7 +59,7 @@ class LoadedEncoder:
         self.backend: Backend = create_backend(
             runtime.backend,
             model_dir=model_dir,
-            load_model=lambda dev: load_cross_encoder(model_dir, dtype=runtime.dtype, device=dev),
+            load_model=lambda dev: self.load_model(model_dir, runtime.dtype, dev),
             device=runtime.device,
             dtype=runtime.dtype,
             quantize=runtime.quantize,
@@ -60,11 +67,22 @@ class LoadedEncoder:
         )
         self.model = self.backend.model
 
-    def scoring(self, options: ScoreOptions) -> Scoring:
-        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
+    @property
+    def ffn_width(self) -> int:
+        """Width of the feed-forward activation (intermediate_size for BERT-style layers)."""
+        return self.config.intermediate_size
+
+    def load_model(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> nn.Module:
+        """Our PyTorch model of the checkpoint on ``device``."""
+        from crossrank.models import load_cross_encoder
+
+        return load_cross_encoder(model_dir, dtype=dtype, device=device)
+
+    def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
+        """The input rules (FlagEmbedding's FlagReranker) for ``options``."""
         from crossrank.engine.tokenize import PairTokenizer
 
-        pt = PairTokenizer(
+        return PairTokenizer(
             self.tokenizer,
             max_length=options.max_length,
             query_max_length=options.query_max_length,
@@ -72,14 +90,18 @@ class LoadedEncoder:
             passage_instruction=options.passage_instruction,
             use_type_ids=self.config.type_vocab_size > 1,
         )
+
+    def scoring(self, options: ScoreOptions) -> Scoring:
+        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
+
         budget = None
-        if self.runtime.device.type == "cpu":
-            budget = (
-                ONNX_TOKEN_BUDGET
-                if self.backend.name == "onnx"
-                else cpu_token_budget(self.config.hidden_size, self.config.intermediate_size)
-            )
-        return Scoring(pt, self.backend, self.pad_id, default_max_tokens=budget)
+        if self.backend.name == "onnx":
+            budget = ONNX_TOKEN_BUDGET
+        elif self.runtime.device.type == "cpu":
+            budget = cpu_token_budget(self.config.hidden_size, self.ffn_width)
+        return Scoring(
+            self.pair_tokenizer(options), self.backend, self.pad_id, default_max_tokens=budget
+        )
 
 
 FAMILY = EncoderFamily()

@@ -11,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crossrank.engine.backend import Backend
-from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
+import torch
+from torch import nn
+
+from crossrank.engine.encoding import PairEncoding
+from crossrank.families.base import Runtime, ScoreOptions, claims_by_architecture
+from crossrank.families.encoder import LoadedEncoder
 from crossrank.models.modernbert import ARCHITECTURES, ModernBertConfig
 
 
@@ -38,47 +42,28 @@ class ModernBertFamily:
         return LoadedModernBert(model_dir, config, runtime)
 
 
-class LoadedModernBert:
-    """A ModernBERT cross-encoder's tokenizer and backend (torch, ONNX or a device pool)."""
+class LoadedModernBert(LoadedEncoder):
+    """A ModernBERT cross-encoder: its model, transformers' truncation rule, GeGLU width."""
 
-    def __init__(self, model_dir: Path, config: ModernBertConfig, runtime: Runtime) -> None:
-        from crossrank.engine.backend import create_backend
-        from crossrank.engine.tokenize import load_tokenizer, pad_token_id
+    @property
+    def ffn_width(self) -> int:
+        return 2 * self.config.intermediate_size  # GeGLU: Wi's output is 2 x intermediate
+
+    def load_model(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> nn.Module:
         from crossrank.models.modernbert import load_modernbert
 
-        self.config = config
-        self.runtime = runtime
-        self.tokenizer = load_tokenizer(model_dir)
-        self.pad_id = pad_token_id(self.tokenizer, model_dir, config.pad_token_id)
-        self.backend: Backend = create_backend(
-            runtime.backend,
-            model_dir=model_dir,
-            load_model=lambda dev: load_modernbert(model_dir, dtype=runtime.dtype, device=dev),
-            device=runtime.device,
-            dtype=runtime.dtype,
-            quantize=runtime.quantize,
-            devices=runtime.devices,
-        )
-        self.model = self.backend.model
+        return load_modernbert(model_dir, dtype=dtype, device=device)
 
-    def scoring(self, options: ScoreOptions) -> Scoring:
+    def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
         from crossrank.engine.longest_first import LongestFirstPairTokenizer
-        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
 
-        pt = LongestFirstPairTokenizer(
+        return LongestFirstPairTokenizer(
             self.tokenizer,
             max_length=options.max_length,
             query_max_length=options.query_max_length,
             query_instruction=options.query_instruction,
             passage_instruction=options.passage_instruction,
         )
-        budget = None
-        if self.backend.name == "onnx":
-            budget = ONNX_TOKEN_BUDGET
-        elif self.runtime.device.type == "cpu":
-            # GeGLU: the widest activation is Wi's output, 2 x intermediate
-            budget = cpu_token_budget(self.config.hidden_size, 2 * self.config.intermediate_size)
-        return Scoring(pt, self.backend, self.pad_id, default_max_tokens=budget)
 
 
 FAMILY = ModernBertFamily()
