@@ -73,7 +73,7 @@ def test_interrupted_run_keeps_its_input(bert_dir, tmp_path):
     before = x.read_bytes()
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossrank", "score", "-m", str(bert_dir), "-i", str(x),
-         "-o", str(x), "--chunk-size", "16"],
+         "-o", str(x), "--chunk-size", "16", "--batch-size", "1"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"},

@@ -234,7 +234,9 @@ def test_sigterm_under_load_answers_503_quietly(bert_dir, tmp_path):
     200 or a JSON 503, none a 500, and the log has no traceback."""
     from server_helpers import serving
 
-    args = ["--max-length", "64", "--max-batch-tokens", "256", "--graceful-timeout", "2"]
+    # one pair per forward pass: the queued work takes longer than the graceful timeout even
+    # on a fast, quiet machine
+    args = ["--max-length", "64", "--batch-size", "1", "--graceful-timeout", "2"]
     with serving(bert_dir, tmp_path / "serve.log", *args) as srv:
         rate_probe = httpx.post(
             f"{srv.base}/rerank", json={"query": QUERY, "texts": docs_for(1, 200)}, timeout=60

@@ -312,8 +312,10 @@ def test_admission_by_expected_wait(rr):
         err, want = asyncio.run(main())
     finally:
         sched.close()
-    assert err.retry_after == want
-    assert err.headers == {"Retry-After": str(want)}
+    # a batch can finish (and move the rate) between the snapshot above and the refusal, so
+    # allow one second either way; the exact formula is tested in test_server_admission.py
+    assert abs(err.retry_after - want) <= 1, (err.retry_after, want)
+    assert err.headers == {"Retry-After": str(err.retry_after)}
     assert "would wait" in err.message
 
 
