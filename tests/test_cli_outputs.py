@@ -77,6 +77,9 @@ def test_interrupted_run_keeps_its_input(bert_dir, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"},
+        # a shell that runs the tests in the background ignores SIGINT, and Python keeps an
+        # ignored SIGINT ignored: give the child the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
