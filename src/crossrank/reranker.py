@@ -270,8 +270,10 @@ class Reranker:
         max_chunks_per_doc: int | None,
         max_tokens_per_doc: int | None,
         chunk_overlap: int | None,
+        normalize: bool | None,
     ) -> np.ndarray:
-        """Float32 scores ``[n, n_outputs]`` of pairs (validated), best window per pair."""
+        """Float32 scores ``[n, n_outputs]`` of pairs (validated), best window per pair,
+        sigmoid when ``normalize`` (default: the constructor's)."""
         from crossrank.engine.chunking import chunk_spec
 
         items = as_pairs(pairs)
@@ -290,7 +292,8 @@ class Reranker:
             check_text((q for q, _ in items), "query of pair")
             check_text((p for _, p in items), "passage of pair")
             raise
-        return scores.reshape(len(items), engine.backend.n_outputs)
+        scores = scores.reshape(len(items), engine.backend.n_outputs)
+        return sigmoid(scores) if (self.normalize if normalize is None else normalize) else scores
 
     def compute_score(
         self,
@@ -337,9 +340,8 @@ class Reranker:
             max_chunks_per_doc=max_chunks_per_doc,
             max_tokens_per_doc=max_tokens_per_doc,
             chunk_overlap=chunk_overlap,
+            normalize=normalize,
         )[:, 0]
-        if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
         return [float(x) for x in scores]
 
     def compute_layer_scores(
@@ -379,9 +381,8 @@ class Reranker:
             max_chunks_per_doc=max_chunks_per_doc,
             max_tokens_per_doc=max_tokens_per_doc,
             chunk_overlap=chunk_overlap,
+            normalize=normalize,
         )
-        if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
         return {layer: [float(x) for x in scores[:, j]] for j, layer in enumerate(layers)}
 
     # -- ranking --------------------------------------------------------------------------
