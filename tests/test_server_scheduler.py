@@ -287,7 +287,8 @@ def test_sigmoid_matches_the_library(rr):
 def test_admission_by_expected_wait(rr):
     """With a measured drain rate, a request that would wait too long gets 429, and its
     Retry-After is the time until the queue has drained enough for it to fit."""
-    sched = Scheduler(rr, Metrics(), max_wait_ms=2000, max_queue_wait=0.5)
+    # no pair bound: on a fast machine two seconds of work is more than the default 10,000 pairs
+    sched = Scheduler(rr, Metrics(), max_wait_ms=2000, max_queue_wait=0.5, max_queued_pairs=10**9)
     sched.start()
 
     async def main():
