@@ -351,7 +351,9 @@ def test_cancel_drops_queued_pairs_at_once(rr):
 def test_drain_fails_what_cannot_finish(rr):
     """On shutdown, queued requests beyond what the measured rate finishes in the time left
     are answered Stopped (503) at once; the others are scored."""
-    sched = Scheduler(rr, Metrics(), max_wait_ms=1500)
+    # one tokenizer thread: requests enter the queue in the order they were sent (with two,
+    # the second can finish tokenizing first and take the first place in line)
+    sched = Scheduler(rr, Metrics(), max_wait_ms=1500, tokenizer_workers=1)
     sched.start()
     per = 10  # pairs per request: ten requests stay under one batch, waiting to fill
 
