@@ -240,7 +240,13 @@ def rerank_dataset(
             "score_options": dict(score_options or {}),
             **reranker_options,
         },
-        compute=ray.data.ActorPoolStrategy(size=replicas),
+        # one call at a time, run on the actor's own thread: by default Ray Data runs the UDF
+        # on a helper thread, so torch gets a second OpenMP thread team beside the one model
+        # loading made; libgomp, seeing more OpenMP threads than CPUs, then stops spinning and
+        # the replica lost about 20% to wake-ups (docs/performance.md, Ray Data)
+        compute=ray.data.ActorPoolStrategy(
+            size=replicas, max_concurrent_calls_per_actor=1, enable_true_multi_threading=True
+        ),
         batch_size=batch_size,
         batch_format="pyarrow",
         num_cpus=cpus_per_replica,
