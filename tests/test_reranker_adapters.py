@@ -106,3 +106,34 @@ def test_cli_scores_with_an_adapter_directory_as_the_model(tmp_path, peft_adapte
     got = [json.loads(line)["score"] for line in out.read_text().splitlines()]
     want = Reranker(gemma_dir, adapter=adapter, device="cpu").compute_score(PAIRS)
     assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5
+
+
+def test_eval_takes_an_adapter_directory_as_the_model(tmp_path, peft_adapter, gemma_dir):
+    """`crossrank eval -m ADAPTER` reranks with base + adapter (it once refused the directory
+    for having no config.json); the saved run holds the adapter's scores."""
+    from pathlib import Path
+
+    from crossrank import Reranker
+    from crossrank.eval.beir import load_beir
+    from test_eval_cli import TINY, crossrank
+
+    adapter, _ = peft_adapter
+    out, saved = tmp_path / "out.json", tmp_path / "rr.run"
+    proc = crossrank(
+        "--dataset", TINY, "--split", "test", "--model", adapter, "--first-stage", "bm25",
+        "--top-k", "3", "--max-queries", "2", "--seed", "1", "--output", out,
+        "--save-run", saved, "--device", "cpu",
+        cache=Path(tmp_path / "cache"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ds = load_beir(TINY, "test")
+    rr = Reranker(gemma_dir, adapter=adapter, device="cpu")
+    pairs, got = [], []
+    for line in saved.read_text().splitlines():  # the reranked top 3 (the rest keep BM25's order)
+        qid, _, doc, rank, score, _ = line.split()
+        if int(rank) <= 3:
+            pairs.append((ds.queries[qid], ds.corpus[doc]))
+            got.append(float(score))
+    assert len(pairs) == 6
+    want = rr.compute_score(pairs)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4

@@ -217,7 +217,7 @@ def score_with_ray(args: argparse.Namespace) -> int:
         json_lines_sink,
         read_pairs,
     )
-    from crossrank.hub import resolve_model_dir
+    from crossrank.models.adapters import check_model_argument
 
     if args.input == "-":
         raise UsageError("--engine ray reads files: give --input PATH, DIR or GLOB")
@@ -230,7 +230,7 @@ def score_with_ray(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.input}: mixes JSON lines and Parquet; give one kind")
         fmt = formats.pop()
     _check_output(args.output, inputs)
-    resolve_model_dir(args.model)  # a wrong model fails here, not in every actor
+    check_model_argument(args.model)  # a wrong model fails here, not in every actor
     timing: dict[str, float] = {}
 
     def run(target: str) -> None:  # the whole job, writing into ``target``

@@ -139,10 +139,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--save-run needs at least one --model")
     if args.run and not Path(args.run).is_file():
         raise UsageError(f"{args.run}: no such run file")
-    from crossrank.hub import resolve_model_dir
+    from crossrank.models.adapters import check_model_argument
 
-    for model in args.model:  # fail before the first stage, not after it
-        resolve_model_dir(model)
+    for model in args.model:  # fail before the first stage, not after it (adapters too)
+        check_model_argument(model)
     from crossrank.atomic import check_output
 
     for option, path in (

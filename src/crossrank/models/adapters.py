@@ -175,3 +175,13 @@ def split_adapter(
     if is_adapter_dir(Path(model).expanduser()):
         return adapter_base(Path(model).expanduser()), Path(model).expanduser()
     return model, None
+
+
+def check_model_argument(model: str | os.PathLike[str]) -> Path:
+    """The local checkpoint directory behind a ``--model`` argument that may also be an adapter
+    directory (its base is resolved then), so a CLI can fail on a wrong model before doing
+    any work. Raises :class:`~crossrank.errors.ModelLoadError` as the loader would."""
+    from crossrank.hub import resolve_model_dir
+
+    base, _ = split_adapter(model, None)
+    return resolve_model_dir(base)
