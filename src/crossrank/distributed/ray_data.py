@@ -242,8 +242,8 @@ def rerank_dataset(
         },
         # one call at a time, run on the actor's own thread: by default Ray Data runs the UDF
         # on a helper thread, so torch gets a second OpenMP thread team beside the one model
-        # loading made; libgomp, seeing more OpenMP threads than CPUs, then stops spinning and
-        # the replica lost about 20% to wake-ups (docs/performance.md, Ray Data)
+        # loading made, and the replica lost about 20% (measured; the likely mechanism: libgomp,
+        # counting more OpenMP threads than CPUs, stops spin-waiting; docs/performance.md)
         compute=ray.data.ActorPoolStrategy(
             size=replicas, max_concurrent_calls_per_actor=1, enable_true_multi_threading=True
         ),
