@@ -16,26 +16,15 @@ import numpy as np
 
 from crossrank import Reranker
 from crossrank.cli import main
+from tiny import WORDS
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 TINY_BEIR = Path(__file__).parent / "data" / "tiny-beir"
 
 
 def rows(n: int) -> list[dict]:
-    words = [
-        "panda",
-        "bear",
-        "bamboo",
-        "china",
-        "forest",
-        "debian",
-        "package",
-        "kernel",
-        "free",
-        "software",
-    ]
     return [
-        {"id": i, "query": f"{words[i % 10]} {words[(i * 3) % 10]}", "passage": " ".join(words[: 1 + i % 9])}
+        {"id": i, "query": f"{WORDS[i % 10]} {WORDS[(i * 3) % 10]}", "passage": " ".join(WORDS[: 1 + i % 9])}
         for i in range(n)
     ]  # fmt: skip
 

@@ -11,6 +11,7 @@ import pytest
 from crossrank import Reranker
 from crossrank.errors import InputError
 from crossrank.scoring import chunks, score_stream
+from tiny import WORDS
 
 
 @pytest.fixture(scope="module")
@@ -19,21 +20,9 @@ def reranker(bert_dir):
 
 
 def make_pairs(n: int) -> list[tuple[str, str]]:
-    words = [
-        "panda",
-        "bear",
-        "bamboo",
-        "china",
-        "forest",
-        "debian",
-        "package",
-        "kernel",
-        "free",
-        "software",
-    ]
     rng = np.random.default_rng(0)
     return [
-        (" ".join(rng.choice(words, 2)), " ".join(rng.choice(words, int(rng.integers(1, 30)))))
+        (" ".join(rng.choice(WORDS, 2)), " ".join(rng.choice(WORDS, int(rng.integers(1, 30)))))
         for _ in range(n)
     ]
 

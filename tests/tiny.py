@@ -19,6 +19,10 @@ from tokenizers import (
     processors,
 )
 
+#: ten words the streaming-score tests build their pairs from
+WORDS = ["panda", "bear", "bamboo", "china", "forest", "debian", "package", "kernel", "free",
+         "software"]  # fmt: skip
+
 CORPUS = [
     "The giant panda is a bear species endemic to China.",
     "what is panda? pandas eat bamboo and live in the mountains",
