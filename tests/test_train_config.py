@@ -38,3 +38,11 @@ def test_options_parse_to_typed_fields():
 def test_required_options_are_required():
     with pytest.raises(SystemExit):
         parser().parse_args(["--data", "D"])
+
+
+def test_paths_given_as_pathlib_serialise_as_strings(tmp_path):
+    import json
+
+    cfg = TrainConfig(model=tmp_path / "m", data=tmp_path / "d.jsonl", output=tmp_path / "o")
+    d = json.loads(json.dumps(cfg.as_dict()))
+    assert d["model"] == str(tmp_path / "m") and d["output"] == str(tmp_path / "o")

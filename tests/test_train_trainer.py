@@ -273,3 +273,29 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
 
 def _decode(tok, ids: list[int]) -> str:
     return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def test_bf16_autocast_on_cpu_trains_like_fp32(tmp_path, bert_dir, monkeypatch):
+    """--dtype bf16 on CPU: the matrix products run in bf16, weights and state stay fp32; the
+    first step's loss is fp32's to bf16 precision and training still lowers the loss. The CPU
+    flags are faked so the test runs on any CPU (without bf16 units torch emulates them)."""
+    from safetensors.torch import load_file
+
+    import crossrank.engine.auto as auto
+
+    monkeypatch.setattr(auto, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    data = make_data(tmp_path / "d.jsonl")
+    before = group_ce(bert_dir)
+    train(cfg(tmp_path, bert_dir, data, "fp32", max_steps=12, dropout=0.0))
+    train(cfg(tmp_path, bert_dir, data, "bf16", max_steps=12, dropout=0.0, dtype="bf16"))
+
+    def losses(out: str) -> list[float]:
+        log = (tmp_path / out / "train_log.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, log) if "loss" in r]
+
+    fp32, bf16 = losses("fp32"), losses("bf16")
+    assert abs(fp32[0] - bf16[0]) < 0.02 * abs(fp32[0]), (fp32[0], bf16[0])
+    assert fp32[0] != bf16[0]  # the products did run in bf16
+    assert group_ce(tmp_path / "bf16") < before - 0.2
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}

@@ -18,6 +18,7 @@ from torch import nn
 
 from crossrank.config import EncoderConfig
 from crossrank.models.attention import VarlenKernel, select_kernel
+from crossrank.models.dropout import Dropout, dropout
 
 
 def activation(name: str):
@@ -56,7 +57,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(float(config.raw.get("hidden_dropout_prob", 0.1)))
+        self.dropout = Dropout(float(config.raw.get("hidden_dropout_prob", 0.1)))
 
     def forward(
         self,
@@ -88,7 +89,7 @@ class Layer(nn.Module):
         self.ffn_out = nn.Linear(config.intermediate_size, h)
         self.ffn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.act = activation(config.hidden_act)
-        self.dropout = nn.Dropout(float(config.raw.get("hidden_dropout_prob", 0.1)))
+        self.dropout = Dropout(float(config.raw.get("hidden_dropout_prob", 0.1)))
         self.attn_dropout = float(config.raw.get("attention_probs_dropout_prob", 0.1))
 
     def forward(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
@@ -114,13 +115,7 @@ class Layer(nn.Module):
         q = F.linear(first, self.qkv.weight[:h], self.qkv.bias[:h])
         kv = layout.unpack(F.linear(x, self.qkv.weight[h:], self.qkv.bias[h:]))
         kv = kv.view(b, t, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(
-            q.view(b, self.num_heads, 1, self.head_dim),
-            kv[0],
-            kv[1],
-            attn_mask=layout.attn_mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
+        attn = self._attention(q.view(b, self.num_heads, 1, self.head_dim), kv[0], kv[1], layout)
         x = self.attn_norm(first + self.dropout(self.attn_out(attn.reshape(b, h))))
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
@@ -128,14 +123,20 @@ class Layer(nn.Module):
         b, t = layout.batch, layout.seq
         qkv = layout.unpack(self.qkv(x))  # [b * t, 3h]
         qkv = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(
-            qkv[0],
-            qkv[1],
-            qkv[2],
-            attn_mask=layout.attn_mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
+        attn = self._attention(qkv[0], qkv[1], qkv[2], layout)
         return layout.pack(attn.transpose(1, 2).reshape(b * t, -1))
+
+    def _attention(self, q, k, v, layout: PackedLayout) -> torch.Tensor:
+        """Attention over ``[batch, heads, seq, head_dim]``; in CPU training with attention
+        dropout written out, so the probabilities' mask comes from :func:`dropout`."""
+        p = self.attn_dropout if self.training else 0.0
+        if p == 0.0 or q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attn_mask, dropout_p=p)
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)
+        if layout.attn_mask is not None:
+            scores = scores.masked_fill(~layout.attn_mask, float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        return dropout(probs, p) @ v
 
 
 class PackedLayout:
@@ -243,7 +244,7 @@ class ClassificationHead(nn.Module):
         p = config.classifier_dropout
         if p is None:
             p = float(config.raw.get("hidden_dropout_prob", 0.1))
-        self.dropout = nn.Dropout(float(p))
+        self.dropout = Dropout(float(p))
         self.family = config.family
 
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:

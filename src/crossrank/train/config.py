@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -69,7 +70,9 @@ class TrainConfig:
     )
     merge: bool = opt(False, "LoRA: write the merged full checkpoint instead of the adapter")
     dtype: str | None = opt(
-        None, "encoders: bf16 / fp16 autocast (CUDA only); decoders: the frozen base's dtype"
+        None,
+        "encoders: autocast (bf16 / fp16 on CUDA, bf16 on a CPU with bf16 units); "
+        "decoders: the frozen base's dtype",
     )
     device: str | None = opt(None, "cpu, cuda (default: cuda if available)")
     distill_weight: float = opt(1.0, "weight of the teacher term of --loss ce (1.0)")
@@ -94,7 +97,11 @@ class TrainConfig:
     show_progress: bool = opt(True, "no progress bar", flag="--no-progress", invert=True)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options as JSON-ready values (a ``pathlib.Path`` given for a path becomes str)."""
+        return {
+            k: os.fspath(v) if isinstance(v, os.PathLike) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
 
 
 def validate(cfg: TrainConfig) -> None:
