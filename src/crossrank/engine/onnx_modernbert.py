@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossrank.models.decoder import rotary
+from crossrank.models.decoder_layers import rotary
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 
 from crossrank.errors import ModelLoadError, UnsupportedModelError
 from crossrank.models.attention import select_kernel
-from crossrank.models.decoder import apply_rotary, rotary
+from crossrank.models.decoder_layers import apply_rotary, rotary
 from crossrank.models.encoder import PackedLayout, activation
 
 ARCHITECTURES = ("ModernBertForSequenceClassification",)
