@@ -3,33 +3,39 @@
 #
 # For each family (gemma, minicpm-layerwise, qwen3; or those given in FAMILIES):
 #   1. scripts/random_decoder.py builds a small decoder of the family's architecture (4 layers,
-#      hidden 128, random weights, a byte-level BPE tokenizer trained on the corpus);
-#   2. full fine-tuning on the first half of train.jsonl.gz's groups (3 BM25 negatives + 4
-#      random passages each; the family's own input rule and default prompt, group 8);
-#   3. LoRA (rank 16, alpha 32, q/k/v/o; the layerwise heads trained in full) on top of that
+#      hidden 128, random weights N(0, 0.02), a byte-level BPE tokenizer trained on the corpus);
+#   2. scripts/pretrain_decoder.py pretrains it as a language model (next token) on the
+#      reranker inputs of the first half's (query, positive) pairs: LLM rerankers start from a
+#      pretrained LM, and a random decoder did not learn to rank in this budget without it;
+#   3. full fine-tuning (`crossrank train`) on the first half of train.jsonl.gz's groups (3 BM25
+#      negatives + 4 random passages each, a short per-example prompt, group 8);
+#   4. LoRA (rank 16, alpha 32, q/k/v/o; the layerwise heads trained in full) on top of that
 #      checkpoint, on the other half of the groups;
-#   4. `crossrank eval` of the untrained, fully trained and LoRA models on the same dev
-#      queries (BM25 top 100 reranked); the layerwise models at every cutoff layer.
-# This exercises the loop (inputs, loss, optimiser, adapters, evaluation), not a model. In the
-# one run so far (docs/training.md, "Does it learn?") the from-scratch Gemma did NOT learn
-# to rank within this budget.
+#   5. `crossrank eval` of the random, pretrained, fully trained and LoRA models on the same dev
+#      queries (BM25 top 100 reranked); the trained layerwise models at every cutoff layer.
+# This exercises the loop (inputs, loss, optimiser, adapters, evaluation), not a model: the
+# numbers of the last run are in docs/training.md ("Does it learn?").
 # Usage: scripts/llm-learning-debian.sh [DATA_DIR] [WORK_DIR]
-# Knobs (environment): FAMILIES, STEPS (full), LORA_STEPS, QUERIES (dev queries evaluated).
+# Knobs (environment): FAMILIES, LM_STEPS (pretraining), STEPS (full), LORA_STEPS, QUERIES (dev
+# queries evaluated), PROMPT (the bge families' prompt and Qwen3's instruction in the data).
 set -euo pipefail
 DATA=${1:-../shared/data/debian-ir}
 WORK=${2:-build/llm-learning}
 PY=${PY:-.venv/bin/python}
 FAMILIES=${FAMILIES:-gemma minicpm-layerwise qwen3}
-STEPS=${STEPS:-2000}
-LORA_STEPS=${LORA_STEPS:-600}
+LM_STEPS=${LM_STEPS:-1000}
+STEPS=${STEPS:-1500}
+LORA_STEPS=${LORA_STEPS:-500}
 QUERIES=${QUERIES:-200}
+PROMPT=${PROMPT:-Relevant?}
 mkdir -p "$WORK"
 
 # two disjoint halves of the training groups; each group keeps 3 of its BM25 hard negatives
 # and gets 4 random corpus passages (a model trained from scratch learns nothing in this budget
-# from hard negatives alone: the loss stays at ln 8)
+# from hard negatives alone: the loss stays at ln 8), and a short prompt (its own tokens, not
+# the 35 of the default prompt, so steps are shorter)
 if [ ! -s "$WORK/train-b.jsonl" ]; then
-  $PY - "$DATA" "$WORK/train-a.jsonl" "$WORK/train-b.jsonl" <<'PYEOF'
+  $PY - "$DATA" "$WORK/train-a.jsonl" "$WORK/train-b.jsonl" "$PROMPT" <<'PYEOF'
 import json
 import random
 import sys
@@ -49,19 +55,20 @@ for path, part in ((sys.argv[2], lines[:half]), (sys.argv[3], lines[half:])):
         for line in part:
             example = json.loads(line)
             example["neg"] = example["neg"][:3] + rng.sample(corpus, 4)
+            example["prompt"] = sys.argv[4]
             f.write(json.dumps(example) + "\n")
 PYEOF
 fi
 
-TRAIN=(--group-size 8 --batch-size 4 --query-max-length 32 --passage-max-length 96
-  --warmup-ratio 0.1 --seed 42 --logging-steps 50 --save-steps 100000 --no-progress)
+TRAIN=(--group-size 8 --batch-size 8 --query-max-length 32 --passage-max-length 64
+  --warmup-ratio 0.05 --seed 42 --logging-steps 100 --save-steps 100000 --no-progress)
 EVAL=(--dataset "$DATA" --split dev --run "$DATA/dev.bm25.top100.run" --max-queries "$QUERIES"
-  --seed 1 --max-length 256)
+  --seed 1 --max-length 128)
 
 evaluate() {  # evaluate NAME MODEL_DIR [cutoff layer]
   local name=$1 model=$2 layer=${3:-}
-  local extra=()
-  [ -n "$layer" ] && extra=(--cutoff-layers "$layer")
+  local extra=("${PROMPT_ARG[@]}")
+  [ -n "$layer" ] && extra+=(--cutoff-layers "$layer")
   $PY -m crossrank eval -m "$model" "${EVAL[@]}" "${extra[@]}" --output "$WORK/eval-$name.json" \
     > "$WORK/eval-$name.txt"
   printf '%-40s nDCG@10 %s\n' "$name" "$($PY - "$WORK/eval-$name.json" <<'PYEOF'
@@ -75,18 +82,26 @@ PYEOF
 }
 
 for fam in $FAMILIES; do
-  init="$WORK/$fam-init" full="$WORK/$fam-full" lora="$WORK/$fam-lora"
+  init="$WORK/$fam-init" lm="$WORK/$fam-lm" full="$WORK/$fam-full" lora="$WORK/$fam-lora"
   extra=()
   layers=("")
+  PROMPT_ARG=(--prompt "$PROMPT")
   if [ "$fam" = minicpm-layerwise ]; then
     extra=(--lora-extra-parameters linear_head)
     layers=(1 2 3 4)
   fi
-  [ -s "$init/model.safetensors" ] || $PY scripts/random_decoder.py "$fam" "$DATA" "$init" --std 0.1
+  [ "$fam" = qwen3 ] && PROMPT_ARG=(--instruction "$PROMPT")
+  [ -s "$init/model.safetensors" ] || $PY scripts/random_decoder.py "$fam" "$DATA" "$init" --std 0.02
+  if [ ! -s "$lm/model.safetensors" ]; then
+    start=$(date +%s)
+    $PY scripts/pretrain_decoder.py "$init" "$WORK/train-a.jsonl" "$lm" --steps "$LM_STEPS" \
+      "${PROMPT_ARG[@]}" > "$WORK/$fam-lm.log"
+    echo "$fam LM pretraining: $(( $(date +%s) - start )) s for $LM_STEPS steps ($(tail -1 "$WORK/$fam-lm.log" | sed 's/.*last //'))" | tee -a "$WORK/summary.txt"
+  fi
   if [ ! -s "$full/model.safetensors" ]; then
     start=$(date +%s)
-    $PY -m crossrank train --model "$init" --data "$WORK/train-a.jsonl" --output "$full" \
-      "${TRAIN[@]}" --lr 1e-3 --max-steps "$STEPS" --overwrite-output-dir
+    $PY -m crossrank train --model "$lm" --data "$WORK/train-a.jsonl" --output "$full" \
+      "${TRAIN[@]}" --lr 5e-4 --max-steps "$STEPS" --overwrite-output-dir
     echo "$fam full training: $(( $(date +%s) - start )) s for $STEPS steps" | tee -a "$WORK/summary.txt"
   fi
   if [ ! -s "$lora/adapter_model.safetensors" ]; then
@@ -96,9 +111,11 @@ for fam in $FAMILIES; do
       --target-modules q_proj k_proj v_proj o_proj "${extra[@]}" --overwrite-output-dir
     echo "$fam LoRA training: $(( $(date +%s) - start )) s for $LORA_STEPS steps" | tee -a "$WORK/summary.txt"
   fi
+  last=${layers[-1]}
+  evaluate "$fam-random${last:+-layer$last}" "$init" "$last"
+  evaluate "$fam-pretrained${last:+-layer$last}" "$lm" "$last"
   for layer in "${layers[@]}"; do
     suffix=${layer:+-layer$layer}
-    evaluate "$fam-untrained$suffix" "$init" "$layer"
     evaluate "$fam-full$suffix" "$full" "$layer"
     evaluate "$fam-full+lora$suffix" "$lora" "$layer"
   done
