@@ -27,19 +27,18 @@ import torch
 import torch.nn.functional as F
 
 from crossrank import Reranker
-from crossrank.models.decoder import load_decoder
+from crossrank.models.decoder_layers import rotary
 from crossrank.models.weights import save_safetensors
 
 
-def sequences(model_dir: Path, data: Path, max_length: int, **options: str) -> list[list[int]]:
-    """Token ids of (query, first positive) of every training line, the family's pair rule
-    (``options``: the Reranker's ``prompt=`` or ``instruction=``)."""
+def sequences(tokenizer, data: Path) -> list[list[int]]:
+    """Token ids of (query, first positive) of every training line, by the family's pair rule
+    ``tokenizer`` (a Reranker's)."""
     pairs = []
     with open(data, encoding="utf-8") as fh:
         for line in fh:
             example = json.loads(line)
             pairs.append((example["query"], example["pos"][0]))
-    tokenizer = Reranker(model_dir, max_length=max_length, **options).tokenizer
     return [list(e.ids) for e in tokenizer.encode(pairs)]
 
 
@@ -47,7 +46,7 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the real tokens of right-padded ``ids``."""
     b, s = ids.shape
     x = model.embed(ids)
-    rope = model._rope(torch.arange(s).expand(b, s))
+    rope = rotary(torch.arange(s).expand(b, s), model.config.head_dim, model.config.rope_theta)
     for layer in model.model.layers:
         x, _, _ = layer(x, rope)
     logits = model.model.norm(x)[:, :-1] @ model.model.embed_tokens.weight.T
@@ -72,8 +71,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     options = {k: v for k, v in (("prompt", args.prompt), ("instruction", args.instruction)) if v}
-    seqs = sequences(args.init, args.data, args.max_length, **options)
-    model = load_decoder(args.init).train()
+    # one load: the Reranker gives the family's pair rule and the model it wraps, trained here
+    reranker = Reranker(args.init, device="cpu", max_length=args.max_length, **options)
+    seqs = sequences(reranker.tokenizer, args.data)
+    model = reranker.model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     start, step, losses = time.perf_counter(), 0, []
