@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,16 +16,15 @@ from crossrank.errors import CrossrankError, InputError
 from crossrank.hub import DEFAULT_MODEL
 from crossrank.inputs import (
     Document,
-    as_documents,
     as_layers,
     as_pairs,
     check_text,
-    document_text,
     positive_int,
     resolve_device,
     resolve_dtype,
     sigmoid,
 )
+from crossrank.ranking import RankResult, rank_pairs, ranked_lists
 
 __all__ = ["Document", "RankResult", "Reranker", "resolve_device", "resolve_dtype", "sigmoid"]
 
@@ -37,15 +36,6 @@ if TYPE_CHECKING:
     from crossrank.families.base import Scoring
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RankResult:
-    """One ranked document: its position in the input, its score, and (optionally) itself."""
-
-    index: int
-    score: float
-    document: Document | None = None
 
 
 class Reranker:
@@ -423,33 +413,11 @@ class Reranker:
         ``documents[i]`` are the candidates of ``queries[i]``; the result holds one ranked list
         per query.
         """
-        if isinstance(queries, str):
-            raise InputError("queries must be a list of strings, got a single string")
-        queries = list(queries)
-        doc_lists = [as_documents(d, f"documents of query {i}") for i, d in enumerate(documents)]
-        if len(queries) != len(doc_lists):
-            raise InputError(
-                f"{len(queries)} queries but {len(doc_lists)} document lists; they must match"
-            )
         if top_k is not None:
             top_k = positive_int("top_k", top_k, minimum=0)
-        pairs: list[tuple[str, str]] = []
-        for qi, (query, docs) in enumerate(zip(queries, doc_lists)):
-            if not isinstance(query, str):
-                raise InputError(f"query {qi} must be a string")
-            pairs.extend((query, document_text(d, i)) for i, d in enumerate(docs))
+        doc_lists, pairs = rank_pairs(queries, documents)
         scores = self.compute_score(pairs, **score_options) if pairs else []
-        results, start = [], 0
-        for docs in doc_lists:
-            chunk = scores[start : start + len(docs)]
-            start += len(docs)
-            order = sorted(range(len(chunk)), key=lambda i: (-chunk[i], i))
-            if top_k is not None:
-                order = order[:top_k]
-            results.append(
-                [RankResult(i, chunk[i], docs[i] if return_documents else None) for i in order]
-            )
-        return results
+        return ranked_lists(scores, doc_lists, top_k=top_k, return_documents=return_documents)
 
     def __repr__(self) -> str:
         layers = self.cutoff_layers

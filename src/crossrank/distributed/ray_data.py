@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossrank import errors
 from crossrank.errors import CrossrankError, InputError, missing_extra
-from crossrank.reranker import RankResult, document_text
+from crossrank.ranking import RankResult, rank_pairs, ranked_lists
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -307,20 +307,6 @@ class RayReranker:
         self, queries: Sequence[str], documents: Sequence[Sequence[Any]], **score_options: Any
     ) -> list[list[RankResult]]:
         """One ranked list per query, as :meth:`crossrank.Reranker.rank_many` gives."""
-        if len(queries) != len(documents):
-            raise InputError(
-                f"{len(queries)} queries but {len(documents)} document lists; they must match"
-            )
-        pairs = [
-            (q, document_text(d, i))
-            for q, docs in zip(queries, documents)
-            for i, d in enumerate(docs)
-        ]
+        doc_lists, pairs = rank_pairs(queries, documents)
         scores = self.compute_score(pairs, **score_options) if pairs else []
-        results, start = [], 0
-        for docs in documents:
-            chunk = scores[start : start + len(docs)]
-            start += len(docs)
-            order = sorted(range(len(chunk)), key=lambda i: (-chunk[i], i))
-            results.append([RankResult(i, chunk[i]) for i in order])
-        return results
+        return ranked_lists(scores, doc_lists)
