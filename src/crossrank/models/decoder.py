@@ -7,8 +7,7 @@ The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`,
 scale, the RMSNorm form, the activation, the residual scale, RMSNorm on queries and keys per
 head (Qwen3) and how the last hidden state becomes a score.
 
-Batches are right-padded. With causal attention a real token never attends to a padded one
-(pads only follow the real tokens), so no key mask is needed and padded rows are ignored.
+Batches are right-padded (why no key mask is needed: :mod:`crossrank.models.decoder_layers`).
 
 Query-prefix sharing: all pairs of one query start with the same tokens
 (``[bos] + "A: " + query + "\\n"``). :meth:`DecoderLM.prefix_cache` runs those tokens once per
