@@ -5,12 +5,14 @@
 #   1. scripts/random_decoder.py builds a small decoder of the family's architecture (4 layers,
 #      hidden 128, random weights N(0, 0.02), a byte-level BPE tokenizer trained on the corpus);
 #   2. scripts/pretrain_decoder.py pretrains it as a language model (next token) on the
-#      reranker inputs of the first half's (query, positive) pairs: LLM rerankers start from a
-#      pretrained LM, and a random decoder did not learn to rank in this budget without it;
-#   3. full fine-tuning (`crossrank train`) on the first half of train.jsonl.gz's groups (3 BM25
-#      negatives + 4 random passages each, a short per-example prompt, group 8);
+#      reranker inputs of the (query, positive) pairs of the first third of train.jsonl.gz's
+#      groups: LLM rerankers start from a pretrained LM, and a random decoder did not learn to
+#      rank in this budget without it. No later stage sees those positives, as positive or
+#      negative, so "text seen in pretraining" predicts nothing the ranking stages are scored on;
+#   3. full fine-tuning (`crossrank train`) on the second third of the groups (3 BM25 negatives
+#      + 4 random passages each, a short per-example prompt, group 8);
 #   4. LoRA (rank 16, alpha 32, q/k/v/o; the layerwise heads trained in full) on top of that
-#      checkpoint, on the other half of the groups;
+#      checkpoint, on the last third of the groups;
 #   5. `crossrank eval` of the random, pretrained, fully trained and LoRA models on the same dev
 #      queries (BM25 top 100 reranked); the trained layerwise models at every cutoff layer.
 # This exercises the loop (inputs, loss, optimiser, adapters, evaluation), not a model: the
@@ -30,12 +32,16 @@ QUERIES=${QUERIES:-200}
 PROMPT=${PROMPT:-Relevant?}
 mkdir -p "$WORK"
 
-# two disjoint halves of the training groups; each group keeps 3 of its BM25 hard negatives
-# and gets 4 random corpus passages (a model trained from scratch learns nothing in this budget
-# from hard negatives alone: the loss stays at ln 8), and a short prompt (its own tokens, not
-# the 35 of the default prompt, so steps are shorter)
+# three disjoint thirds of the training groups: pretraining pairs, full training, LoRA. Each
+# ranking stage sees only its own text: the passages that are no training group's positive are
+# split in two at random, and the full (LoRA) stage draws its negatives from its own positives
+# and its half, never a pretraining positive nor a passage the other stage saw, so no stage can
+# score a passage by having seen it before. A group keeps up to 3 of its BM25 hard negatives
+# (those in its stage's text) and gets random ones up to 7 (a model trained from scratch
+# learns nothing in this budget from hard negatives alone: the loss stays at ln 8), and a short
+# prompt (its own tokens, not the 35 of the default prompt, so steps are shorter)
 if [ ! -s "$WORK/train-b.jsonl" ]; then
-  $PY - "$DATA" "$WORK/train-a.jsonl" "$WORK/train-b.jsonl" "$PROMPT" <<'PYEOF'
+  $PY - "$DATA" "$WORK" "$PROMPT" <<'PYEOF'
 import json
 import random
 import sys
@@ -43,19 +49,35 @@ from pathlib import Path
 
 from crossrank.files import open_input
 
-data = Path(sys.argv[1])
+data, work, prompt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 rng = random.Random(0)
 with open_input(data / "corpus.jsonl") as fh:
     corpus = [json.loads(line)["text"] for line in fh]
 with open_input(data / "train.jsonl.gz") as fh:
-    lines = fh.read().splitlines()
-half = len(lines) // 2
-for path, part in ((sys.argv[2], lines[:half]), (sys.argv[3], lines[half:])):
-    with open(path, "w", encoding="utf-8") as f:
-        for line in part:
-            example = json.loads(line)
-            example["neg"] = example["neg"][:3] + rng.sample(corpus, 4)
-            example["prompt"] = sys.argv[4]
+    groups = [json.loads(line) for line in fh]
+third = len(groups) // 3
+stages = {"train-lm": groups[:third], "train-a": groups[third : 2 * third],
+          "train-b": groups[2 * third :]}
+positives = {name: {t for g in part for t in g["pos"]} for name, part in stages.items()}
+rest = sorted(set(corpus).difference(*positives.values()))
+rng.shuffle(rest)
+halves = {"train-a": set(rest[: len(rest) // 2]), "train-b": set(rest[len(rest) // 2 :])}
+with open(work / "train-lm.jsonl", "w", encoding="utf-8") as f:
+    for example in stages["train-lm"]:
+        f.write(json.dumps({"query": example["query"], "pos": example["pos"]}) + "\n")
+for name in ("train-a", "train-b"):
+    allowed = positives[name] | halves[name]
+    others = set().union(*(v for k, v in positives.items() if k != name))
+    pool = sorted(allowed - others)
+    with open(work / f"{name}.jsonl", "w", encoding="utf-8") as f:
+        for example in stages[name]:
+            if others.intersection(example["pos"]):
+                continue  # a passage that is also another stage's positive
+            own = set(example["pos"])
+            hard = [t for t in example["neg"] if t in allowed and t not in others | own][:3]
+            extra = [t for t in rng.sample(pool, 16) if t not in own and t not in hard]
+            example["neg"] = hard + extra[: 7 - len(hard)]
+            example["prompt"] = prompt
             f.write(json.dumps(example) + "\n")
 PYEOF
 fi
@@ -94,7 +116,7 @@ for fam in $FAMILIES; do
   [ -s "$init/model.safetensors" ] || $PY scripts/random_decoder.py "$fam" "$DATA" "$init" --std 0.02
   if [ ! -s "$lm/model.safetensors" ]; then
     start=$(date +%s)
-    $PY scripts/pretrain_decoder.py "$init" "$WORK/train-a.jsonl" "$lm" --steps "$LM_STEPS" \
+    $PY scripts/pretrain_decoder.py "$init" "$WORK/train-lm.jsonl" "$lm" --steps "$LM_STEPS" \
       "${PROMPT_ARG[@]}" > "$WORK/$fam-lm.log"
     echo "$fam LM pretraining: $(( $(date +%s) - start )) s for $LM_STEPS steps ($(tail -1 "$WORK/$fam-lm.log" | sed 's/.*last //'))" | tee -a "$WORK/summary.txt"
   fi
