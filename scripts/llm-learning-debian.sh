@@ -9,8 +9,8 @@
 #      groups: LLM rerankers start from a pretrained LM, and a random decoder did not learn to
 #      rank in this budget without it. No later stage sees those positives, as positive or
 #      negative, so "text seen in pretraining" predicts nothing the ranking stages are scored on;
-#   3. full fine-tuning (`crossrank train`) on the second third of the groups (3 BM25 negatives
-#      + 4 random passages each, a short per-example prompt, group 8);
+#   3. full fine-tuning (`crossrank train`) on the second third of the groups (up to 3 BM25
+#      negatives + random passages up to 7, a short per-example prompt, group 8);
 #   4. LoRA (rank 16, alpha 32, q/k/v/o; the layerwise heads trained in full) on top of that
 #      checkpoint, on the last third of the groups;
 #   5. `crossrank eval` of the random, pretrained, fully trained and LoRA models on the same dev
@@ -69,12 +69,13 @@ for name in ("train-a", "train-b"):
     allowed = positives[name] | halves[name]
     others = set().union(*(v for k, v in positives.items() if k != name))
     pool = sorted(allowed - others)
+    usable = set(pool)
     with open(work / f"{name}.jsonl", "w", encoding="utf-8") as f:
         for example in stages[name]:
             if others.intersection(example["pos"]):
                 continue  # a passage that is also another stage's positive
             own = set(example["pos"])
-            hard = [t for t in example["neg"] if t in allowed and t not in others | own][:3]
+            hard = [t for t in example["neg"] if t in usable and t not in own][:3]
             extra = [t for t in rng.sample(pool, 16) if t not in own and t not in hard]
             example["neg"] = hard + extra[: 7 - len(hard)]
             example["prompt"] = prompt
