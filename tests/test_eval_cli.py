@@ -106,6 +106,31 @@ def test_run_file_first_stage_and_reproducible_sample(bert_dir, tmp_path, cache)
     assert data["first_stage"]["R@10"] == data["models"][str(bert_dir)]["R@10"]  # top 3 of 8
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(bert_dir, tmp_path, cache):
+    """1,100 distinct pairs (a bar from 1024 on a terminal); stderr is a pipe: no bar."""
+    data = tmp_path / "big"
+    (data / "qrels").mkdir(parents=True)
+    words = ["editor", "server", "shell", "mail", "image", "audio", "python", "kernel"]
+    with open(data / "corpus.jsonl", "w") as f:
+        for i in range(110):
+            text = f"{words[i % 8]} tool number {i} for {words[(i * 3) % 8]} work"
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    with open(data / "queries.jsonl", "w") as f:
+        for q in range(10):
+            f.write(json.dumps({"_id": f"q{q}", "text": f"{words[q % 8]} tool {q}"}) + "\n")
+    qrels = "".join(f"q{q}\td{q}\t1\n" for q in range(10))
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    run = tmp_path / "all.run"
+    run.write_text(
+        "".join(f"q{q} Q0 d{d} {d + 1} {110 - d} t\n" for q in range(10) for d in range(110))
+    )
+    args = ("--dataset", data, "--split", "test", "--run", run, "-k", "110", "-m", bert_dir)
+    proc = crossrank(*args, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 queries evaluated" in proc.stdout
+    assert "pair/s" not in proc.stderr and "\r" not in proc.stderr, proc.stderr[:500]
+
+
 def bad_dataset(tmp_path: Path, what: str) -> Path:
     dst = tmp_path / what
     shutil.copytree(TINY, dst)

@@ -163,7 +163,13 @@ def _rerank_with(args, model, dataset, run, query_ids):
 
         session, make = ray_session(args), lambda: ray_reranker(args, model)
     else:
-        session, make = contextlib.nullcontext(), lambda: load_reranker(args, model=model)
+        # a progress bar on a terminal only: in a log file tqdm's redraws are thousands of lines
+        progress = None if sys.stderr.isatty() else False
+        session = contextlib.nullcontext()
+
+        def make():
+            return load_reranker(args, model=model, show_progress=progress)
+
     with session:
         reranker = make()
         start = time.perf_counter()
