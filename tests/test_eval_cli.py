@@ -53,7 +53,7 @@ def test_two_models_json_report_runs(bert_dir, xlmr_dir, tmp_path, cache):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert list(data) == ["dataset", "split", "queries", "first_stage", "models"]
+    assert list(data) == ["dataset", "split", "queries", "first_stage", "models", "comparisons"]
     assert data["dataset"] == str(TINY) and data["split"] == "test" and data["queries"] == 6
     assert list(data["first_stage"]) == list(MEASURES)
     assert list(data["models"]) == [str(bert_dir), str(xlmr_dir)]
@@ -73,6 +73,19 @@ def test_two_models_json_report_runs(bert_dir, xlmr_dir, tmp_path, cache):
         assert set(reranked) == set(first)
         assert all(set(reranked[q]) == set(first[q]) for q in first)  # reordered, same docs
         assert dict(evaluate(ds.qrels, reranked)) == pytest.approx(data["models"][model])
+    # paired tests: each model against the first stage, then M2 against M1, on nDCG@10
+    comps = data["comparisons"]
+    bert, xlmr = map(str, (bert_dir, xlmr_dir))
+    assert [(c["model"], c["baseline"] != bert) for c in comps] == [
+        (bert, True), (xlmr, True), (xlmr, False)
+    ]  # fmt: skip
+    per_query = [evaluate(ds.qrels, read_run(p, doc_ids=ds.corpus)).per_query for p in runs]
+    diffs = [per_query[1][q]["nDCG@10"] - per_query[0][q]["nDCG@10"] for q in first]
+    assert comps[2]["queries"] == 6 and comps[2]["measure"] == "nDCG@10"
+    assert comps[2]["delta"] == pytest.approx(sum(diffs) / 6, abs=1e-12)
+    assert comps[2]["better"] == sum(d > 0 for d in diffs)
+    assert comps[2]["worse"] == sum(d < 0 for d in diffs)
+    assert "paired t-test on nDCG@10" in proc.stdout and "M2 - M1" in proc.stdout
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "| nDCG@10 |" in (tmp_path / "report.md").read_text()
     assert "first stage" in proc.stdout and "M2 = " in proc.stdout

@@ -9,7 +9,9 @@ The public API, reused by other areas (training's dev evaluation and hard-negati
 - :func:`rerank` rescores the top-k candidates of every query with a
   :class:`~crossrank.Reranker` in one batched call;
 - :func:`evaluate` computes nDCG@10, RR@10, R@10, R@100 and AP@100 with ir-measures
-  (pytrec_eval provider).
+  (pytrec_eval provider);
+- :func:`compare` tests whether one evaluated run differs from another (paired t-test over
+  the queries both evaluated), giving a :class:`Comparison`.
 
 A run is ``{query_id: {doc_id: score}}`` (the shape pytrec_eval and ir-measures use); qrels
 are ``{query_id: {doc_id: relevance}}``.
@@ -22,7 +24,7 @@ Example:
     0.70...
 
 Importing this package is cheap; the heavy dependencies (bm25s, ir-measures, torch,
-matplotlib) are imported by the functions that need them.
+matplotlib, scipy) are imported by the functions that need them.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from typing import Any
 __all__ = [
     "MEASURES",
     "BeirDataset",
+    "Comparison",
     "Evaluation",
     "bm25_run",
+    "compare",
     "evaluate",
     "load_beir",
     "read_run",
@@ -55,6 +59,8 @@ _LAZY = {
     "Evaluation": "crossrank.eval.metrics",
     "evaluate": "crossrank.eval.metrics",
     "rerank": "crossrank.eval.rerank",
+    "Comparison": "crossrank.eval.compare",
+    "compare": "crossrank.eval.compare",
 }
 
 

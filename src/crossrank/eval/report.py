@@ -9,6 +9,7 @@ from typing import Any
 
 from crossrank.atomic import atomic_path, atomic_write_text
 from crossrank.errors import missing_extra
+from crossrank.eval.compare import Comparison, compare
 from crossrank.eval.metrics import Evaluation
 
 PRIMARY = "nDCG@10"
@@ -32,14 +33,26 @@ class EvalResult:
     def queries(self) -> int:
         return self.first_stage.queries
 
+    def comparisons(self, measure: str = PRIMARY) -> list[Comparison]:
+        """Paired tests on ``measure``: each model against the first stage, then each later
+        model against the first one (M1, the baseline: list it first)."""
+        first = self.first_stage_name
+        out = [compare(ev, self.first_stage, measure, m, first) for m, ev in self.models.items()]
+        if len(self.models) > 1:
+            (m1, base), *rest = self.models.items()
+            out += [compare(ev, base, measure, m, m1) for m, ev in rest]
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        """``{"dataset", "split", "queries", "first_stage": {...}, "models": {model: {...}}}``."""
+        """``{"dataset", "split", "queries", "first_stage": {...}, "models": {model: {...}},
+        "comparisons": [...]}`` (:meth:`comparisons`, as :meth:`Comparison.to_json`)."""
         return {
             "dataset": self.dataset,
             "split": self.split,
             "queries": self.queries,
             "first_stage": dict(self.first_stage),
             "models": {name: dict(ev) for name, ev in self.models.items()},
+            "comparisons": [c.to_json() for c in self.comparisons()],
         }
 
 
@@ -84,8 +97,23 @@ def format_table(result: EvalResult, markdown: bool = False) -> str:
     return "\n".join(lines + legend)
 
 
+def format_comparisons(result: EvalResult) -> list[str]:
+    """One line per :meth:`EvalResult.comparisons`, models named by their labels (M1, M2...)."""
+    comparisons = result.comparisons()
+    if not comparisons:
+        return []
+    k = len(result.models)
+    names = [f"M{i} - first stage" for i in range(1, k + 1)]
+    names += [f"M{i} - M1" for i in range(2, k + 1)]
+    width = max(map(len, names))
+    head = f"paired t-test on {PRIMARY}, two-sided, over the {comparisons[0].queries} queries:"
+    return [head] + [f"  {n.ljust(width)}  {c.describe()}" for n, c in zip(names, comparisons)]
+
+
 def format_console(result: EvalResult) -> str:
     text = summary_line(result) + "\n\n" + format_table(result)
+    if result.models:
+        text += "\n\n" + "\n".join(format_comparisons(result))
     if result.seconds:
         text += "\n" + "\n".join(
             f"reranking with {m}: {s:.1f} s" for m, s in result.seconds.items()
@@ -109,12 +137,11 @@ def plot_deltas(result: EvalResult, path: str | Path) -> None:
             (ev.per_query[q][PRIMARY] - base[q][PRIMARY] for q in base if q in ev.per_query),
             reverse=True,
         )
-        better = sum(d > 0 for d in deltas)
-        worse = sum(d < 0 for d in deltas)
+        c = compare(ev, result.first_stage)
         ax.plot(
             range(len(deltas)),
             deltas,
-            label=f"M{label} {_short(model)} (+{better} / -{worse})",
+            label=f"M{label} {_short(model)} (+{c.better} / -{c.worse})",
             drawstyle="steps-mid",
         )
     ax.axhline(0.0, color="black", linewidth=0.8)
@@ -141,14 +168,8 @@ def write_markdown(result: EvalResult, path: str | Path, command: str | None = N
         lines += ["```", command, "```", ""]
     lines += [summary_line(result).replace("\n", "  \n"), "", format_table(result, markdown=True)]
     if result.models:
-        lines += ["", f"![per-query {PRIMARY} change]({png.name})"]
-        for model, ev in result.models.items():
-            base = result.first_stage.per_query
-            d = [ev.per_query[q][PRIMARY] - base[q][PRIMARY] for q in base if q in ev.per_query]
-            lines.append(
-                f"- {model}: {sum(x > 0 for x in d)} queries better, "
-                f"{sum(x < 0 for x in d)} worse, {sum(x == 0 for x in d)} unchanged"
-            )
+        lines += ["", f"![per-query {PRIMARY} change]({png.name})", ""]
+        lines += [f"- {x.strip()}" if x.startswith(" ") else x for x in format_comparisons(result)]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return png
 
