@@ -97,8 +97,9 @@ def format_table(result: EvalResult, markdown: bool = False) -> str:
     return "\n".join(lines + legend)
 
 
-def format_comparisons(result: EvalResult) -> list[str]:
-    """One line per :meth:`EvalResult.comparisons`, models named by their labels (M1, M2...)."""
+def format_comparisons(result: EvalResult, prefix: str = "  ") -> list[str]:
+    """A heading, then one line per :meth:`EvalResult.comparisons` (starting with ``prefix``),
+    models named by their labels (M1, M2...)."""
     comparisons = result.comparisons()
     if not comparisons:
         return []
@@ -107,7 +108,9 @@ def format_comparisons(result: EvalResult) -> list[str]:
     names += [f"M{i} - M1" for i in range(2, k + 1)]
     width = max(map(len, names))
     head = f"paired t-test on {PRIMARY}, two-sided, over the {comparisons[0].queries} queries:"
-    return [head] + [f"  {n.ljust(width)}  {c.describe()}" for n, c in zip(names, comparisons)]
+    return [head] + [
+        f"{prefix}{n.ljust(width)}  {c.describe()}" for n, c in zip(names, comparisons)
+    ]
 
 
 def format_console(result: EvalResult) -> str:
@@ -169,7 +172,7 @@ def write_markdown(result: EvalResult, path: str | Path, command: str | None = N
     lines += [summary_line(result).replace("\n", "  \n"), "", format_table(result, markdown=True)]
     if result.models:
         lines += ["", f"![per-query {PRIMARY} change]({png.name})", ""]
-        lines += [f"- {x.strip()}" if x.startswith(" ") else x for x in format_comparisons(result)]
+        lines += format_comparisons(result, prefix="- ")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return png
 
