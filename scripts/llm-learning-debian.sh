@@ -11,16 +11,18 @@
 #      negative, so "text seen in pretraining" predicts nothing the ranking stages are scored on;
 #   3. full fine-tuning (`crossrank train`) on the second third of the groups (up to 3 BM25
 #      negatives + random passages up to 7, a short per-example prompt, group 8);
-#   4. LoRA (rank 16, alpha 32, q/k/v/o; the layerwise heads trained in full) on top of that
-#      checkpoint, on the last third of the groups;
+#   4. LoRA (rank 16, alpha 32, q/k/v/o, lr 1e-3; the layerwise heads trained in full) on top of
+#      that checkpoint, on the last third of the groups, as many steps as the full stage (500
+#      steps, a third of an epoch, moved dev nDCG@10 within chance: docs/training.md, run 5);
 #   5. `crossrank eval` of the fully trained, LoRA, pretrained and random models in one table on
 #      the same dev queries (BM25 top 100 reranked, all 1000 by default) with paired t-tests
 #      against the fully trained model; the trained layerwise models at every cutoff layer.
 # This exercises the loop (inputs, loss, optimiser, adapters, evaluation), not a model: the
 # numbers of the last run are in docs/training.md ("Does it learn?").
 # Usage: scripts/llm-learning-debian.sh [DATA_DIR] [WORK_DIR]
-# Knobs (environment): FAMILIES, LM_STEPS (pretraining), STEPS (full), LORA_STEPS, QUERIES (dev
-# queries evaluated), PROMPT (the bge families' prompt and Qwen3's instruction in the data).
+# Knobs (environment): FAMILIES, LM_STEPS (pretraining), STEPS (full), LORA_STEPS, LORA_HARD (most
+# BM25 negatives in a LoRA group, 3; read when the data is first written), QUERIES (dev queries
+# evaluated), PROMPT (the bge families' prompt and Qwen3's instruction in the data).
 set -euo pipefail
 DATA=${1:-../shared/data/debian-ir}
 WORK=${2:-build/llm-learning}
@@ -28,9 +30,10 @@ PY=${PY:-.venv/bin/python}
 FAMILIES=${FAMILIES:-gemma minicpm-layerwise qwen3}
 LM_STEPS=${LM_STEPS:-1000}
 STEPS=${STEPS:-1500}
-LORA_STEPS=${LORA_STEPS:-500}
+LORA_STEPS=${LORA_STEPS:-1500}
 QUERIES=${QUERIES:-1000}
 PROMPT=${PROMPT:-Relevant?}
+LORA_HARD=${LORA_HARD:-3}
 mkdir -p "$WORK"
 
 # three disjoint thirds of the training groups: pretraining pairs, full training, LoRA. Each
@@ -42,7 +45,7 @@ mkdir -p "$WORK"
 # learns nothing in this budget from hard negatives alone: the loss stays at ln 8), and a short
 # prompt (its own tokens, not the 35 of the default prompt, so steps are shorter)
 if [ ! -s "$WORK/train-b.jsonl" ]; then
-  $PY - "$DATA" "$WORK" "$PROMPT" <<'PYEOF'
+  $PY - "$DATA" "$WORK" "$PROMPT" "$LORA_HARD" <<'PYEOF'
 import json
 import random
 import sys
@@ -51,6 +54,7 @@ from pathlib import Path
 from crossrank.files import open_input
 
 data, work, prompt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+most_hard = {"train-a": 3, "train-b": int(sys.argv[4])}
 rng = random.Random(0)
 with open_input(data / "corpus.jsonl") as fh:
     corpus = [json.loads(line)["text"] for line in fh]
@@ -76,7 +80,7 @@ for name in ("train-a", "train-b"):
             if others.intersection(example["pos"]):
                 continue  # a passage that is also another stage's positive
             own = set(example["pos"])
-            hard = [t for t in example["neg"] if t in usable and t not in own][:3]
+            hard = [t for t in example["neg"] if t in usable and t not in own][: most_hard[name]]
             extra = [t for t in rng.sample(pool, 16) if t not in own and t not in hard]
             example["neg"] = hard + extra[: 7 - len(hard)]
             example["prompt"] = prompt
