@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 EXTRAS ?= test,onnx,server,eval,train,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv test lint format demo clean bundled-model
+.PHONY: venv test test-avx2 lint format demo clean bundled-model
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ LINTED := src tests $(wildcard benchmarks/*.py)
 
 test: lint
 	$(PY) -m pytest -q
+
+# the instruction-set-dependent tests under an emulated AVX2-only CPU (qemu-user; ~10x slower)
+test-avx2: venv
+	PY=$(PY) scripts/test-isa.sh
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINTED)

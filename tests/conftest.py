@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# exports and backend="auto" decisions never go to the user's own cache
+os.environ.setdefault("CROSSRANK_CACHE", tempfile.mkdtemp(prefix="crossrank-test-cache-"))
 
 
 @pytest.fixture(scope="session")

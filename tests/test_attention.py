@@ -10,6 +10,10 @@ from crossrank.models import load_cross_encoder
 from crossrank.models.attention import grouped_varlen, select_kernel
 from crossrank.models.encoder import PackedLayout
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 LENGTHS = [5, 3, 4, 3, 1]
 
 

@@ -13,6 +13,10 @@ import torch
 
 from test_parity import pairs_mix
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 TINY_BEIR = Path(__file__).parent / "data" / "tiny-beir"
 QUERY = "what is panda?"
 DOCS = [

@@ -7,6 +7,10 @@ import torch
 
 from tiny_llm import PROMPT, hf_tokenizer, reference_llm_inputs, yes_id
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 PAIRS = [
     ("what is panda?", "The giant panda is a bear species endemic to China."),
     ("what is panda?", "hi"),

@@ -12,6 +12,10 @@ from safetensors.torch import load_file
 
 from tiny_llm import hf_tokenizer, reference_llm_inputs
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 PAIRS = [
     ("what is panda?", "The giant panda is a bear species endemic to China."),
     ("what is panda?", "hi"),

@@ -11,6 +11,10 @@ import torch
 
 from tiny import CORPUS
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 LONG = " ".join(CORPUS * 3)
 PAIRS = [
     ("what is panda?", "hi"),

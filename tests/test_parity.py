@@ -9,6 +9,10 @@ from crossrank import Reranker
 from oracle import reference_scores
 from tiny import CORPUS
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 LONG = " ".join(CORPUS * 6)
 
 

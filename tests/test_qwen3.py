@@ -17,6 +17,10 @@ from tiny_families import (
     hf_qwen3_tokenizer,
 )
 
+#: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
+#: (scripts/test-isa.sh)
+pytestmark = pytest.mark.isa
+
 LONG = "Debian is a free operating system for your computer. " * 12
 PAIRS = [
     ("what is panda?", "The giant panda is a bear species endemic to China."),

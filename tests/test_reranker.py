@@ -127,6 +127,7 @@ def test_max_length_is_clamped_with_a_warning(bert_dir, caplog):
     assert len(rr.compute_score(long, max_length=10_000)) == 1
 
 
+@pytest.mark.isa
 def test_dtype_and_device_rules(bert_dir):
     with pytest.raises(CrossrankError, match="fp16 is not supported on the CPU"):
         Reranker(bert_dir, device="cpu", dtype="fp16")

@@ -275,15 +275,16 @@ def _decode(tok, ids: list[int]) -> str:
     return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+@pytest.mark.isa
 def test_bf16_autocast_on_cpu_trains_like_fp32(tmp_path, bert_dir, monkeypatch):
     """--dtype bf16 on CPU: the matrix products run in bf16, weights and state stay fp32; the
     first step's loss is fp32's to bf16 precision and training still lowers the loss. The CPU
     flags are faked so the test runs on any CPU (without bf16 units torch emulates them)."""
     from safetensors.torch import load_file
 
-    import crossrank.engine.auto as auto
+    import crossrank.cpu
 
-    monkeypatch.setattr(auto, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(crossrank.cpu, "cpu_features", lambda: frozenset({"avx512_bf16"}))
     data = make_data(tmp_path / "d.jsonl")
     before = group_ce(bert_dir)
     train(cfg(tmp_path, bert_dir, data, "fp32", max_steps=12, dropout=0.0))

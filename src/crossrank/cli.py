@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crossrank.server.cli",
     "crossrank.train.cli",
     "crossrank.demo",
+    "crossrank.backends",
 )
 
 

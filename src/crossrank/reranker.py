@@ -66,9 +66,9 @@ class Reranker:
         revision: hub revision (branch, tag or commit) of a hub id.
         backend: ``"torch"`` (default, our PyTorch model, every family); encoders also
             ``"onnx"`` (ONNX Runtime, needs ``pip install 'crossrank[onnx]'``; the export is
-            cached on disk). ``"auto"``: the fastest backend that keeps the fidelity promise on
-            this machine (ONNX int8 on CPUs with VNNI, bf16 on CPUs with bf16 units; see
-            :mod:`crossrank.engine.auto`), logged, and in :attr:`backend_choice`.
+            cached on disk). ``"auto"``: the fastest backend that keeps mean per-query
+            Spearman >= 0.99 against fp32, measured on first use on this machine and cached
+            (:mod:`crossrank.engine.auto`); logged, and in :attr:`backend_choice`.
         quantize: encoders with ``backend="onnx"``: ``None`` or ``"int8"``.
         devices: encoders: several devices (``["cuda:0", "cuda:1"]``) to spread big jobs
             over, one model replica each. Overrides ``device``.
@@ -152,7 +152,24 @@ class Reranker:
         if backend == "auto":
             from crossrank.engine.auto import resolve_auto
 
-            self.backend_choice = resolve_auto(self.family.backends, self.device, dtype, quantize)
+            same = dict(
+                max_length=max_length,
+                query_max_length=query_max_length,
+                query_instruction=query_instruction,
+                passage_instruction=passage_instruction,
+                max_batch_tokens=max_batch_tokens,
+                batch_size=batch_size,
+                prompt=prompt,
+                cutoff_layers=cutoff_layers,
+                share_prefix=share_prefix,
+                instruction=instruction,
+            )
+            from crossrank.engine.calibrate import measure_for
+
+            measure = measure_for(Reranker, self.model_dir, adapter_dir, same)
+            self.backend_choice = resolve_auto(
+                self.family.backends, self.device, dtype, quantize, measure=measure
+            )
             backend, quantize = self.backend_choice.backend, self.backend_choice.quantize
             dtype = self.backend_choice.dtype or dtype
         self.dtype = resolve_dtype(dtype, self.device)

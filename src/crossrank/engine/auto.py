@@ -1,10 +1,17 @@
-"""``backend="auto"``: the fastest backend that keeps the fidelity promise on this machine.
+"""``backend="auto"``: the fastest backend that keeps the fidelity promise, found by measuring.
 
-The choice is a pure function of what the machine has (:func:`choose_backend`), so it is tested
-with faked CPU flags; :func:`cpu_flags` reads the real ones. The rules follow the measurements in
-docs/performance.md (one run on an AMD EPYC with avx512_bf16 + VNNI, bge-reranker-base shape):
-ONNX Runtime int8 ran 2.7x torch fp32 with mean per-query Spearman 0.997 against fp32, torch bf16
-1.7x with 0.9995, ONNX fp32 within a few percent of torch fp32.
+On first use for a (model, machine) pair, :func:`resolve_auto` times every candidate this CPU
+can run (:func:`candidates`: torch fp32, torch bf16 where the CPU has bf16 units, ONNX fp32 and
+ONNX int8 for families with an ONNX export) on a short calibration workload
+(:mod:`crossrank.engine.calibrate`), checks each candidate's scores against torch fp32 (mean
+per-query Spearman >= :data:`MIN_SPEARMAN`), and keeps the fastest faithful one. The decision,
+its timings and the machine fingerprint are cached on disk (``$CROSSRANK_CACHE/auto``), logged,
+and kept in ``Reranker.backend_choice``; later loads on the same machine read the cache.
+
+``CROSSRANK_AUTO_MEASURE=0`` turns measuring off (``=refresh`` measures again and replaces the
+cached decision): with measuring off, :func:`choose_backend`'s rules decide from the CPU's
+features alone (int8 units: ONNX int8; bf16 units: torch bf16; else exact fp32). So
+do non-CPU devices and a dtype the user gave (only the backend is then chosen).
 
 It is opt-in: the default stays ``backend="torch"`` in fp32, the exact scores of the reference.
 """
@@ -13,56 +20,113 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Collection
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
+import os
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 
 import torch
 
+from crossrank.cpu import BF16_UNITS, INT8_UNITS, cpu_features
+
 logger = logging.getLogger(__name__)
 
-#: CPU flags (as /proc/cpuinfo names them) of int8 dot-product units ONNX Runtime uses
-INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-#: CPU flags of bf16 matrix units oneDNN (torch's CPU kernels) uses
-BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: mean per-query Spearman against torch fp32 a candidate needs to be chosen
+MIN_SPEARMAN = 0.99
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration ``backend="auto"`` can pick."""
+
+    backend: str
+    quantize: str | None = None
+    dtype: torch.dtype | None = None  # None: fp32 (or the dtype the user gave)
+
+    def describe(self) -> str:
+        """``"onnx int8"``, ``"torch bf16"``, ``"torch fp32"``..."""
+        if self.quantize:
+            return f"{self.backend} {self.quantize}"
+        return f"{self.backend} {_dtype_name(self.dtype)}"
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+        dtype
+    ]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate's calibration result."""
+
+    candidate: str
+    pairs_per_s: float
+    spearman: float
+    max_abs_diff: float
+    faithful: bool
+    error: str | None = None  # why it could not run (then pairs_per_s is 0)
+
+    def as_dict(self) -> dict:
+        return {
+            "candidate": self.candidate,
+            "pairs_per_s": round(self.pairs_per_s, 3),
+            "spearman": round(self.spearman, 5),
+            "max_abs_diff": float(f"{self.max_abs_diff:.3g}"),
+            "faithful": self.faithful,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """What ``backend="auto"`` resolved to, and why (logged, and shown by the server's /info)."""
+    """What ``backend="auto"`` resolved to, and why (logged, and shown by the server's /info
+    and ``crossrank backends``)."""
 
     backend: str
     quantize: str | None
     dtype: torch.dtype | None  # None: keep the dtype the user gave (or the default)
     reason: str
+    #: each candidate's measured speed and fidelity (empty when chosen by rules)
+    timings: tuple[Timing, ...] = field(default=())
+    #: "measured", "cache" (a measurement of an earlier run) or "rules"
+    source: str = "rules"
 
     def describe(self) -> str:
         """``"onnx int8"``, ``"torch bf16"``...: the choice in two words."""
         if self.quantize:
             return f"{self.backend} {self.quantize}"
         if self.dtype is not None:
-            return f"{self.backend} {str(self.dtype).removeprefix('torch.')}"
+            return f"{self.backend} {_dtype_name(self.dtype)}"
         return self.backend
 
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The first CPU's flags from /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+    def as_dict(self) -> dict:
+        """JSON-ready form (the cache file, /info, ``crossrank backends --json``)."""
+        return {
+            "backend": self.describe(),
+            "reason": self.reason,
+            "source": self.source,
+            "timings": [t.as_dict() for t in self.timings],
+        }
 
 
 def onnx_available() -> bool:
     """True when ONNX Runtime and onnx are installed (``crossrank[onnx]``)."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def candidates(backends: Collection[str], features: Collection[str], onnx: bool) -> list[Candidate]:
+    """What ``auto`` measures for a family running on ``backends``, exact fp32 first.
+
+    bf16 only where the CPU has bf16 units (elsewhere it is emulated, slower than fp32); ONNX
+    only where the family exports and ONNX Runtime is installed. int8 is a candidate on every
+    CPU: its product format is the one that is exact here (:func:`crossrank.cpu.int8_scheme`),
+    and the measurement says whether it is faster."""
+    out = [Candidate("torch")]
+    if BF16_UNITS.intersection(features):
+        out.append(Candidate("torch", dtype=torch.bfloat16))
+    if "onnx" in backends and onnx:
+        out += [Candidate("onnx"), Candidate("onnx", "int8")]
+    return out
 
 
 def choose_backend(
@@ -73,25 +137,25 @@ def choose_backend(
     flags: Collection[str],
     onnx: bool,
 ) -> BackendChoice:
-    """The backend ``backend="auto"`` uses for a family that runs on ``backends``.
+    """The rules ``auto`` falls back on when it does not measure.
 
     Args:
         backends: the backends the model's family runs on.
         device: where the model runs.
         dtype_given: the user asked for a dtype: it is kept (only the backend is chosen).
-        flags: the CPU's flags (:func:`cpu_flags`).
+        flags: the CPU's features (:func:`crossrank.cpu.cpu_features`).
         onnx: ONNX Runtime is installed (:func:`onnx_available`).
     """
     if device.type != "cpu":
         return BackendChoice("torch", None, None, f"{device.type}: our PyTorch model")
     if dtype_given:
         return BackendChoice("torch", None, None, "a dtype was given: PyTorch in that dtype")
-    int8 = sorted(INT8_FLAGS.intersection(flags))
+    int8 = sorted(INT8_UNITS.intersection(flags))
     if "onnx" in backends and onnx and int8:
         return BackendChoice(
             "onnx", "int8", None, f"the CPU has int8 dot-product units ({', '.join(int8)})"
         )
-    bf16 = sorted(BF16_FLAGS.intersection(flags))
+    bf16 = sorted(BF16_UNITS.intersection(flags))
     if bf16:
         return BackendChoice(
             "torch", None, torch.bfloat16, f"the CPU has bf16 units ({', '.join(bf16)})"
@@ -102,23 +166,56 @@ def choose_backend(
     return BackendChoice("torch", None, None, f"{why}: exact fp32")
 
 
+def pick(timings: list[Timing], cands: list[Candidate]) -> BackendChoice:
+    """The fastest faithful candidate (exact fp32 when none beats it)."""
+    by_name = {c.describe(): c for c in cands}
+    faithful = [t for t in timings if t.faithful and t.error is None]
+    best = max(faithful, key=lambda t: t.pairs_per_s)
+    base = next(t for t in timings if t.candidate == "torch fp32")
+    c = by_name[best.candidate]
+    ratio = best.pairs_per_s / base.pairs_per_s if base.pairs_per_s else 1.0
+    reason = (
+        f"measured: {best.candidate} {best.pairs_per_s:.1f} pairs/s, {ratio:.2f}x torch fp32, "
+        f"Spearman {best.spearman:.4f} vs fp32"
+    )
+    return BackendChoice(c.backend, c.quantize, c.dtype, reason, tuple(timings), "measured")
+
+
+def measure_mode() -> str:
+    """``CROSSRANK_AUTO_MEASURE``: ``"off"`` (0 / false / no / off), ``"refresh"`` (measure
+    again, replacing the cached decision) or ``"on"`` (the default: measure once, then cache)."""
+    value = os.environ.get("CROSSRANK_AUTO_MEASURE", "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    return "refresh" if value == "refresh" else "on"
+
+
 def resolve_auto(
     backends: Collection[str],
     device: torch.device,
     dtype: str | torch.dtype | None,
     quantize: str | None,
+    *,
+    measure: Callable[[list[Candidate], bool], BackendChoice] | None = None,
 ) -> BackendChoice:
-    """What ``backend="auto"`` means for a family running on ``backends`` (logged)."""
+    """What ``backend="auto"`` means for a family running on ``backends`` (logged).
+
+    ``measure(candidates, refresh)`` calibrates (the Reranker passes
+    :func:`crossrank.engine.calibrate.measured_choice` bound to its checkpoint); without it, or
+    with measuring off, on a non-CPU device or with a dtype given, the rules decide."""
     from crossrank.errors import CrossrankError
 
     if quantize is not None:
         raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
-    choice = choose_backend(
-        backends=backends,
-        device=device,
-        dtype_given=dtype is not None,
-        flags=cpu_flags(),
-        onnx=onnx_available(),
-    )
-    logger.info("backend='auto' chose %s: %s", choice.describe(), choice.reason)
+    features = cpu_features()
+    onnx = onnx_available()
+    mode = measure_mode()
+    if measure is not None and device.type == "cpu" and dtype is None and mode != "off":
+        choice = measure(candidates(backends, features, onnx), mode == "refresh")
+    else:
+        given = dtype is not None
+        choice = choose_backend(
+            backends=backends, device=device, dtype_given=given, flags=features, onnx=onnx
+        )
+    logger.info("backend='auto' chose %s (%s): %s", choice.describe(), choice.source, choice.reason)
     return choice

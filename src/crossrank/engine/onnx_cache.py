@@ -2,7 +2,8 @@
 
 Exported files are cached under ``$CROSSRANK_CACHE/onnx`` (default ``~/.cache/crossrank/onnx``)
 in a directory named by a hash of the checkpoint's content (config.json and weight files) and
-the export options: built once, reused by later loads, and rebuilt when the checkpoint
+the export options (for int8, the product format this CPU computes exactly:
+:func:`crossrank.cpu.int8_scheme`): built once, reused by later loads, and rebuilt when the checkpoint
 changes (its content hash changes). A build fills a temporary directory that is renamed into
 place when complete (:func:`crossrank.atomic.atomic_dir`), under a file lock, so concurrent
 first uses neither corrupt the cache nor export twice, and a killed build leaves nothing
@@ -46,12 +47,23 @@ def checkpoint_hash(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def variant(quantize: str | None) -> str:
+    """The cache entry's variant: ``fp32``, or ``int8-u8s8`` / ``int8-u8u8`` (the int8 product
+    format that is exact on this CPU)."""
+    if quantize is None:
+        return "fp32"
+    from crossrank.cpu import int8_scheme
+
+    return f"{quantize}-{int8_scheme()}"
+
+
 def cache_key(model_dir: Path, quantize: str | None) -> str:
     import onnxruntime
 
-    options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{quantize or 'none'}"
+    kind = variant(quantize)
+    options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{kind}"
     digest = hashlib.sha256(f"{checkpoint_hash(model_dir)}|{options}".encode()).hexdigest()
-    return f"{digest[:24]}-{quantize or 'fp32'}"
+    return f"{digest[:24]}-{kind}"
 
 
 @contextlib.contextmanager
@@ -83,7 +95,9 @@ def cached_model(
     with _locked(root / f"{key}.lock"):
         if (final / "meta.json").is_file():  # another process built it while we waited
             return final / "model.onnx"
-        logger.info("exporting %s to ONNX (%s) in %s", model_dir, quantize or "fp32", final)
+        kind = variant(quantize)
+        logger.info("exporting %s to ONNX (%s) in %s", model_dir, kind, final)
+        scheme = kind.partition("-")[2] or None
         # an incomplete leftover under the final name (no meta.json) is replaced
-        atomic_dir(final, lambda tmp: build(Path(model_dir), load_model, quantize, tmp))
+        atomic_dir(final, lambda tmp: build(Path(model_dir), load_model, quantize, tmp, scheme))
     return final / "model.onnx"

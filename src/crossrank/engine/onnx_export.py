@@ -146,8 +146,15 @@ def is_large(model) -> bool:
     return model.ByteSize() > 1_800_000_000
 
 
-def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None, out: Path):
-    """Export, optimise and (optionally) quantize into the empty directory ``out``."""
+def build(
+    model_dir: Path,
+    load_model: Callable[[], nn.Module],
+    quantize: str | None,
+    out: Path,
+    scheme: str | None = None,
+):
+    """Export, optimise and (optionally) quantize into the empty directory ``out``; ``scheme``
+    is int8's product format (:data:`crossrank.engine.onnx_quantize.SCHEMES`)."""
     from crossrank.config import EncoderConfig, read_config
     from crossrank.models.modernbert import ARCHITECTURES as MODERNBERT
 
@@ -168,7 +175,7 @@ def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | 
     if quantize == "int8":
         from crossrank.engine.onnx_quantize import quantize_int8
 
-        quantize_int8(final, out / "int8.onnx")
+        quantize_int8(final, out / "int8.onnx", scheme or "u8s8")
         final = out / "int8.onnx"
     for f in out.iterdir():
         if f.name != final.name and not f.name.startswith(final.name):
@@ -177,6 +184,7 @@ def build(model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | 
     meta = {
         "checkpoint": str(model_dir),
         "quantize": quantize,
+        "int8_scheme": scheme if quantize else None,
         "with_types": with_types,
         "export_version": EXPORT_VERSION,
         "seconds": round(time.perf_counter() - t0, 2),

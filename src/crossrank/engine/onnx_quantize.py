@@ -1,11 +1,17 @@
 """Dynamic int8 quantization of an exported cross-encoder (``quantize="int8"``).
 
-int8 weights; uint8 activations, quantized per batch in the attention block (ONNX Runtime's
+8-bit weights; uint8 activations, quantized per batch in the attention block (ONNX Runtime's
 own dynamic quantization) and per token in the feed-forward block (:func:`per_token_matmuls`).
+The weights are int8 (``scheme="u8s8"``) where the CPU multiplies u8 x s8 exactly (VNNI, AMX,
+ARM), and uint8 around a zero point of 128 (``"u8u8"``) on x86 CPUs without int8 dot-product
+units, whose u8 x s8 kernel saturates (:func:`crossrank.cpu.int8_scheme`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +23,13 @@ from crossrank.engine.onnx_export import is_large
 PER_TOKEN = ("/ffn_in", "/ffn_out")
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the encoder's matrix products, int8 weights per output
-    channel. Activations: the attention block's products (ONNX Runtime's ``QAttention`` and
+#: the int8 product formats :func:`quantize_int8` writes (:func:`crossrank.cpu.int8_scheme`)
+SCHEMES = ("u8s8", "u8u8")
+
+
+def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:
+    """Dynamic int8 quantization of the encoder's matrix products, 8-bit weights per output
+    channel (int8 for ``scheme="u8s8"``, uint8 for ``"u8u8"``: :data:`SCHEMES`). Activations: the attention block's products (ONNX Runtime's ``QAttention`` and
     ``DynamicQuantizeMatMul``) quantize their input with one scale per batch; the feed-forward
     products quantize it per token (:func:`per_token_matmuls`), which keeps one outlier token
     from coarsening the grid of every other token in the batch.
@@ -30,6 +40,8 @@ def quantize_int8(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; use one of {SCHEMES}")
     nodes = onnx.load(str(src), load_external_data=False).graph.node
     keep_fp32 = [
         n.name
@@ -38,23 +50,37 @@ def quantize_int8(src: Path, dst: Path) -> None:
     ]
     per_token = [n.name for n in nodes if n.op_type == "MatMul" and n.name.startswith(PER_TOKEN)]
     external = src.with_suffix(".onnx.data").exists()
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=keep_fp32 + per_token,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        use_external_data_format=external,
-    )
+    with _quiet_root_logger():  # ONNX Runtime's quantizer warns on the root logger
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8 if scheme == "u8s8" else QuantType.QUInt8,
+            per_channel=True,
+            nodes_to_exclude=keep_fp32 + per_token,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            use_external_data_format=external,
+        )
     model = onnx.load(str(dst))
-    per_token_matmuls(model, set(per_token))
+    per_token_matmuls(model, set(per_token), signed_weights=scheme == "u8s8")
     for f in dst.parent.glob(dst.name + "*"):
         f.unlink()
     onnx.save(model, str(dst), save_as_external_data=is_large(model))
 
 
-def per_token_matmuls(model, names: set[str]) -> None:
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Drop the advice ONNX Runtime's quantizer logs on the root logger while it runs (a
+    pre-processing suggestion, tensor-type notes): nothing a crossrank user can act on."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def per_token_matmuls(model, names: set[str], *, signed_weights: bool = True) -> None:
     """Replace the fp32 ``MatMul`` nodes named in ``names`` (input ``x``, constant weight ``W``)
     by an int8 product with one activation scale per row of ``x``:
 
@@ -62,9 +88,11 @@ def per_token_matmuls(model, names: set[str]) -> None:
         q = QuantizeLinear(x / m, 1/127, 128)                 (uint8, symmetric around 128)
         y = MatMulIntegerToFloat(q, Wq, 1/127, w_scale, 128) * m
 
-    ``Wq`` is ``W`` quantized to int8 with one scale per output column. ONNX Runtime's kernels
-    take a single activation scale and zero point per call, so the per-row scale is applied to
-    the input before and to the output after the integer product."""
+    ``Wq`` is ``W`` quantized to int8 with one scale per output column; without
+    ``signed_weights`` it is stored as uint8 ``Wq + 128`` with a weight zero point of 128 (the
+    same 255 levels, for CPUs whose u8 x s8 kernel saturates). ONNX Runtime's kernels take a
+    single activation scale and zero point per call, so the per-row scale is applied to the
+    input before and to the output after the integer product."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -86,7 +114,8 @@ def per_token_matmuls(model, names: set[str]) -> None:
         (y,) = node.output
         w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
         w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
-        wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        wq = np.clip(np.round(w / w_scale), -127, 127)
+        wq = wq.astype(np.int8) if signed_weights else (wq + 128).astype(np.uint8)
         p = node.name.rsplit("/", 1)[0] + "/pt_"
         graph.initializer.remove(inits[w_name])
         graph.initializer.extend(
@@ -105,7 +134,8 @@ def per_token_matmuls(model, names: set[str]) -> None:
             ),
             helper.make_node(
                 "MatMulIntegerToFloat",
-                [p + "x_q", p + "weight_q", "pt_step", p + "weight_scale", "pt_zp"],
+                [p + "x_q", p + "weight_q", "pt_step", p + "weight_scale", "pt_zp"]
+                + ([] if signed_weights else ["pt_zp"]),
                 [p + "y_unit"],
                 name=p + "matmul",
                 domain="com.microsoft",

@@ -59,9 +59,9 @@ def resolve_amp(
     """Autocast dtype of ``--dtype`` for encoders: bf16 / fp16 on CUDA, bf16 on CPU.
 
     On CPU, bf16 autocast runs the matrix products on the CPU's bf16 units (``avx512_bf16``,
-    ``amx_bf16``; oneDNN through torch) with the weights, gradients and optimizer state kept in
+    AMX; oneDNN through torch) with the weights, gradients and optimizer state kept in
     fp32. A CPU without such units emulates bf16 and is slower than fp32, so that is refused
-    with the reason. ``flags`` defaults to this machine's (:func:`crossrank.engine.auto.cpu_flags`).
+    with the reason. ``flags`` defaults to this machine's (:func:`crossrank.cpu.cpu_features`).
 
     Example:
         >>> resolve_amp("bf16", torch.device("cpu"), flags={"avx512_bf16"})
@@ -78,12 +78,12 @@ def resolve_amp(
         raise CrossrankError(
             f"--dtype {dtype} (autocast) runs on CUDA, or bf16 on a CPU with bf16 units; use fp32"
         )
-    from crossrank.engine.auto import BF16_FLAGS, cpu_flags
+    from crossrank.cpu import BF16_UNITS, cpu_features
 
-    units = sorted(BF16_FLAGS.intersection(cpu_flags() if flags is None else flags))
+    units = sorted(BF16_UNITS.intersection(cpu_features() if flags is None else flags))
     if not units:
         raise CrossrankError(
-            "--dtype bf16 on CPU needs bf16 units (avx512_bf16 or amx_bf16), which this CPU "
+            "--dtype bf16 on CPU needs bf16 units (avx512_bf16 or AMX), which this CPU "
             "lacks (bf16 would be emulated, slower than fp32); use fp32"
         )
     logger.info(

@@ -20,7 +20,7 @@ RUNTIME_INFO: dict[str, Any] = {
     "model_id": str,
     "model_dir": str | None,
     "backend": str | None,
-    "backend_choice": dict[str, str] | None,
+    "backend_choice": dict[str, Any] | None,
     "device": str | None,
     "dtype": str | None,
     "max_length": int | None,
@@ -54,12 +54,11 @@ def info(service: Service) -> dict[str, Any]:
     return out
 
 
-def choice(rr: Any) -> dict[str, str] | None:
-    """What ``backend="auto"`` chose and why (None for an explicit backend)."""
+def choice(rr: Any) -> dict[str, Any] | None:
+    """What ``backend="auto"`` chose, why, and each candidate's measured speed and fidelity
+    (None for an explicit backend)."""
     picked = rr.backend_choice if rr is not None else None
-    if picked is None:
-        return None
-    return {"backend": picked.describe(), "reason": picked.reason}
+    return picked.as_dict() if picked is not None else None
 
 
 def router(service: Service) -> APIRouter:
