@@ -48,6 +48,9 @@ class ChunkSpec:
     direction: str = "right"
     #: False: refuse over-long pairs instead of cutting them (TEI ``truncate: false``)
     truncate: bool = True
+    #: longest pair in tokens for this request (vLLM's ``truncate_prompt_tokens``); None: the
+    #: model's
+    max_length: int | None = None
 
     @property
     def chunked(self) -> bool:
@@ -136,8 +139,10 @@ def encode_chunked(
     """Encode ``[query, passage]`` pairs under ``spec``: ``doc_of[i]`` is the pair of window i.
 
     Each distinct query is tokenized once; a plain spec is exactly ``pt.encode(pairs)``.
+    ``max_length`` (default: ``spec.max_length``, else the model's) is the longest pair.
     """
     n = len(pairs)
+    max_length = max_length if max_length is not None else spec.max_length
     if spec.plain:
         return EncodedRequest(pt.encode(pairs, max_length=max_length), np.arange(n), n)
     max_length, qmax = pt.limits(max_length)

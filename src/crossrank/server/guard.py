@@ -35,8 +35,10 @@ access_logger = logging.getLogger("crossrank.server.access")
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
-#: path -> error body of its API, ``(message, error_type) -> dict``
-ErrorShapes = Mapping[str, Callable[[str, str], dict]]
+#: an API's error body, ``(message, error_type, status) -> dict``
+ErrorBody = Callable[[str, str, int], dict]
+#: path -> error body of its API
+ErrorShapes = Mapping[str, ErrorBody]
 
 
 def request_id(scope: Mapping[str, Any]) -> str:
@@ -44,9 +46,12 @@ def request_id(scope: Mapping[str, Any]) -> str:
 
 
 def error_response(
-    shapes: ErrorShapes, default: Callable[[str, str], dict], scope: Mapping, exc: BaseException
+    shapes: ErrorShapes, default: ErrorBody, scope: Mapping, exc: BaseException
 ) -> JSONResponse:
     """The response to ``exc``: its status from the table, the body in the route's shape.
+
+    A route that reads a body as another API's than its path's (vLLM's body on TEI's
+    ``/rerank``) sets ``error_body`` in the request's state for the rest of the request.
 
     An exception the table does not know is the server's fault: logged with its traceback and
     the request id, answered 500 with the request id (never blamed on the client).
@@ -63,7 +68,8 @@ def error_response(
             exc_info=exc,
         )
         message = f"internal server error (request id {rid}; the server log has the details)"
-    body = shapes.get(scope.get("path", ""), default)(message, error_type)
+    shape = scope.get("state", {}).get("error_body") or shapes.get(scope.get("path", ""), default)
+    body = shape(message, error_type, status)
     return JSONResponse(body, status_code=status, headers=headers_of(exc))
 
 
@@ -75,7 +81,7 @@ class Guard:
         app: Any,
         service: Service,
         shapes: ErrorShapes,
-        default_shape: Callable[[str, str], dict],
+        default_shape: ErrorBody,
         routes: frozenset[str],
         json_routes: frozenset[str],
     ) -> None:

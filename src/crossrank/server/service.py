@@ -113,17 +113,24 @@ class Service:
         max_doc_tokens: int | None = None,
         truncate: bool | None = None,
         direction: str = "right",
+        max_length: int | None = None,
     ) -> ChunkSpec:
-        """How a request's documents are fitted to the model, from its options and the settings."""
+        """How a request's documents are fitted to the model, from its options and the settings.
+
+        ``max_length`` caps the pair length below the model's (a larger value is the model's).
+        """
         s = self.settings
         if max_chunks is None and (s.chunking or max_doc_tokens is not None):
             max_chunks = s.max_chunks_per_doc
+        if max_length is not None and self.reranker is not None:
+            max_length = min(max_length, self.reranker.max_length)
         return ChunkSpec(
             max_chunks=min(max_chunks or 1, s.max_chunks_per_doc),
             overlap=s.chunk_overlap,
             max_doc_tokens=max_doc_tokens,
             direction=direction,
             truncate=truncate is not False,
+            max_length=max_length,
         )
 
     async def rerank(
@@ -134,25 +141,61 @@ class Service:
         ``receive`` is the request's ASGI receive: if the client disconnects while its pairs
         wait, they are dropped from the queue (:class:`ClientGone`).
         """
+        ((logits, tokens),) = await self.rerank_groups(receive, [(query, texts)], spec)
+        return logits, tokens
+
+    async def rerank_groups(
+        self, receive: Any, groups: Sequence[tuple[str, Sequence[str]]], spec: ChunkSpec
+    ) -> list[tuple[Any, int]]:
+        """:meth:`rerank` of several queries, each with its texts, in one request (vLLM's
+        paired ``/score``): all groups are queued at once, and if one fails (a 429, say) the
+        others are dropped; ``max_client_batch_size`` bounds the texts of all groups."""
         s = self.settings
         if self.stopping:
             raise Unavailable("the server is shutting down")
         if not self.ready or self.scheduler is None:
             raise Unavailable("the model is not ready yet")
-        if not query:
-            raise EmptyInput("the query is empty")
-        if not texts:
-            raise EmptyInput("no documents to rank")
-        if len(texts) > s.max_client_batch_size:
-            raise InputError(
-                f"{len(texts)} documents in one request; at most {s.max_client_batch_size}"
-            )
+        n = 0
+        for query, texts in groups:
+            if not query:
+                raise EmptyInput("the query is empty")
+            if not texts:
+                raise EmptyInput("no documents to rank")
+            n += len(texts)
+        if n > s.max_client_batch_size:
+            raise InputError(f"{n} documents in one request; at most {s.max_client_batch_size}")
         # lengths are the request schemas' (a document ranked by several object fields may
         # exceed --max-input-chars in all, as each field is within it)
-        check_text(query, "the query")
-        for i, t in enumerate(texts):
-            check_text(t, f"document {i}")
-        return await unless_disconnected(receive, self.scheduler.score(query, texts, spec))
+        for query, texts in groups:
+            check_text(query, "the query")
+            for i, t in enumerate(texts):
+                check_text(t, f"document {i}")
+        sched = self.scheduler
+        if len(groups) == 1:
+            ((query, texts),) = groups
+            return [await unless_disconnected(receive, sched.score(query, texts, spec))]
+        work = all_or_none([sched.score(query, texts, spec) for query, texts in groups])
+        return await unless_disconnected(receive, work)
+
+
+async def all_or_none(works: Sequence[Awaitable[T]]) -> list[T]:
+    """The results of ``works``, run concurrently; the first failure cancels the others (their
+    queued pairs are dropped) and is raised."""
+    tasks = [asyncio.ensure_future(w) for w in works]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    if pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]
 
 
 async def unless_disconnected(receive: Any, work: Awaitable[T]) -> T:

@@ -32,7 +32,7 @@ class CohereError(BaseModel):
 ErrorBody = CohereError
 
 
-def error_body(message: str, error_type: str) -> dict[str, str]:
+def error_body(message: str, error_type: str, status: int) -> dict[str, str]:
     return {"message": message}
 
 

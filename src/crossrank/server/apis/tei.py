@@ -24,7 +24,7 @@ class TEIError(BaseModel):
 ErrorBody = TEIError
 
 
-def error_body(message: str, error_type: str) -> dict[str, str]:
+def error_body(message: str, error_type: str, status: int) -> dict[str, str]:
     return {"error": message, "error_type": error_type}
 
 

@@ -47,7 +47,7 @@ class V1Error(BaseModel):
 ErrorBody = V1Error
 
 
-def error_body(message: str, error_type: str) -> dict[str, str]:
+def error_body(message: str, error_type: str, status: int) -> dict[str, str]:
     return {"message": message, "detail": message}
 
 
