@@ -98,7 +98,15 @@ def wait_ready(client) -> None:
 
 
 def assert_error_shape(path: str, body: dict) -> None:
-    """TEI ``{error, error_type}``, Cohere v1 / Jina ``{message, detail}``, v2 ``{message}``."""
+    """TEI ``{error, error_type}``, Cohere v1 / Jina ``{message, detail}``, v2 ``{message}``,
+    vLLM ``{error: {message, type, param, code}}``."""
+    if path in ("/score", "/v1/score", "vllm"):
+        assert set(body) == {"error"}, body
+        error = body["error"]
+        assert set(error) == {"message", "type", "param", "code"}, body
+        assert error["message"] and error["type"].endswith("Error"), body
+        assert isinstance(error["code"], int) and 400 <= error["code"] < 600, body
+        return
     want = {
         "/rerank": {"error", "error_type"},
         "/v1/rerank": {"message", "detail"},

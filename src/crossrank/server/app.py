@@ -1,9 +1,9 @@
-"""The FastAPI application: the TEI, Cohere and Jina routes over one :class:`Service`.
+"""The FastAPI application: the TEI, Cohere, Jina and vLLM routes over one :class:`Service`.
 
 Every client error is a 4xx JSON body in the shape of the route's API (TEI ``{"error",
-"error_type"}``, Cohere v1 / Jina ``{"message", "detail"}``, Cohere v2 ``{"message"}``), with
-its status from the one table of :mod:`crossrank.server.errors`; an internal fault is a 500
-with a request id, never a 4xx.
+"error_type"}``, Cohere v1 / Jina ``{"message", "detail"}``, Cohere v2 ``{"message"}``, vLLM
+``{"error": {"message", "type", "param", "code"}}``), with its status from the one table of
+:mod:`crossrank.server.errors`; an internal fault is a 500 with a request id, never a 4xx.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def create_app(
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.openapi.utils import get_openapi
+        from fastapi.routing import APIRoute
         from starlette.exceptions import HTTPException
     except ImportError:  # pragma: no cover - depends on the environment
         raise missing_extra("server", "fastapi") from None
     from crossrank.server import guard, openapi
-    from crossrank.server.apis import cohere_v2, service_routes, tei, v1
+    from crossrank.server.apis import cohere_v2, service_routes, tei, v1, vllm
+    from crossrank.server.apis.common import SharedRoute
 
     if isinstance(reranker_or_settings, ServerSettings):
         settings, reranker = reranker_or_settings, None
@@ -69,13 +71,23 @@ def create_app(
     app = FastAPI(
         title="crossrank",
         version=__version__,
-        description="Cross-encoder reranking with the TEI, Cohere (v1, v2) and Jina APIs.",
+        description="Cross-encoder reranking with the TEI, Cohere (v1, v2), Jina and vLLM APIs.",
         lifespan=lifespan,
     )
     app.state.crossrank = service
-    apis = (tei, v1, cohere_v2)
-    for api in (*apis, service_routes):
-        app.include_router(api.router(service))
+    # vLLM's /rerank route comes before TEI's: it takes vLLM's bodies and passes on the rest
+    apis = (vllm, tei, v1, cohere_v2)
+    routers = [api.router(service) for api in (*apis, service_routes)]
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    shared = [r for r in routes if isinstance(r, SharedRoute)]
+    for route in shared:  # the route whose path it shares gets the other bodies
+        type(route).fallback = next(
+            r
+            for r in routes
+            if not isinstance(r, SharedRoute) and r.path == route.path and r.methods & route.methods
+        )
+    for router in routers:
+        app.include_router(router)
     shapes = {path: api.error_body for api in apis for path in api.PATHS}
     error_models = {path: api_error_model(api) for api in apis for path in api.PATHS}
     rerank_paths = frozenset(shapes)
@@ -111,6 +123,10 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
+            for route in shared:  # FastAPI documents the path's own route only
+                alone = get_openapi(title="", version="", routes=[route])
+                for method, op in alone["paths"][route.path].items():
+                    openapi.merge_operation(schema, route.path, method, op)
             app.openapi_schema = openapi.complete(
                 schema,
                 service.settings,
@@ -132,4 +148,17 @@ def create_app(
 
 def api_error_model(api: Any) -> dict[str, Any]:
     """The JSON schema of an API's error body (inline: no ``$ref`` to resolve)."""
-    return api.ErrorBody.model_json_schema()
+    schema = api.ErrorBody.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)

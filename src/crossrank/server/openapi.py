@@ -2,7 +2,9 @@
 
 FastAPI derives the bodies' limits from the request models; this adds what the middleware
 does: with an API key, the bearer ``securitySchemes`` and a documented 401 on every route
-that needs the key; the 413 of the body limit on the routes that take a body.
+that needs the key; the 413 of the body limit on the routes that take a body. Where two routes
+serve one path by body (vLLM's body on TEI's ``/rerank``), :func:`merge_operation` documents
+both.
 """
 
 from __future__ import annotations
@@ -45,4 +47,25 @@ def complete(
                     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
                     **error,
                 }
+    return schema
+
+
+def merge_operation(
+    schema: dict[str, Any], path: str, method: str, other: dict[str, Any]
+) -> dict[str, Any]:
+    """Document ``other`` (an operation of another route at ``path``) in ``schema``'s operation:
+    the request body is one of the two, each response any of the two (in place)."""
+    op = schema["paths"][path][method]
+
+    def json_schema(part: dict[str, Any]) -> dict[str, Any] | None:
+        return part.get("content", {}).get("application/json", {}).get("schema")
+
+    mine, theirs = json_schema(op["requestBody"]), json_schema(other["requestBody"])
+    op["requestBody"]["content"]["application/json"]["schema"] = {"oneOf": [mine, theirs]}
+    for status, response in other.get("responses", {}).items():
+        have = op.setdefault("responses", {}).setdefault(status, response)
+        a, b = json_schema(have), json_schema(response)
+        if have is not response and a is not None and b is not None and a != b:
+            have["content"]["application/json"]["schema"] = {"anyOf": [a, b]}
+    op["summary"] = f"{op.get('summary', '')}; {other.get('summary', '')}".strip("; ")
     return schema

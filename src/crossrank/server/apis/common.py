@@ -1,8 +1,12 @@
 """Field types built from the settings, and the pieces every API's responses share."""
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from fastapi import Request as HTTPRequest
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from crossrank.server.settings import ServerSettings
@@ -87,3 +91,44 @@ def meta(version: str) -> dict[str, Any]:
 def error_responses(model: type[BaseModel], statuses: tuple[int, ...]) -> dict[int | str, Any]:
     """The OpenAPI ``responses`` of a route whose errors have the body ``model``."""
     return {code: {"model": model} for code in statuses}
+
+
+class SharedRoute(APIRoute):
+    """A route at another API's path (vLLM's body on TEI's ``/rerank``): it takes the bodies
+    :meth:`claims` says are its own, their errors in :meth:`error_body`'s shape, and hands
+    the others to ``fallback``, the path's own route. Make the class with
+    :func:`shared_route`; the app sets ``fallback`` on it (FastAPI may copy the route object,
+    never its class)."""
+
+    fallback: ClassVar[APIRoute | None] = None
+
+    @staticmethod
+    def claims(body: bytes) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def error_body(message: str, error_type: str, status: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_route_handler(self) -> Callable[[HTTPRequest], Any]:
+        mine = super().get_route_handler()
+        theirs: list[Callable[[HTTPRequest], Any]] = []
+
+        async def handler(request: HTTPRequest) -> Response:
+            if self.claims(await request.body()):  # the body stays cached for the handler
+                request.state.error_body = self.error_body
+                return await mine(request)
+            if not theirs:
+                assert self.fallback is not None, f"no route to share {self.path} with"
+                theirs.append(self.fallback.get_route_handler())
+            return await theirs[0](request)
+
+        return handler
+
+
+def shared_route(
+    claims: Callable[[bytes], bool], error_body: Callable[[str, str, int], dict[str, Any]]
+) -> type[SharedRoute]:
+    """A :class:`SharedRoute` class of its own (one per app: the app sets its fallback)."""
+    methods = {"claims": staticmethod(claims), "error_body": staticmethod(error_body)}
+    return type("SharedRoute", (SharedRoute,), methods)
