@@ -46,29 +46,11 @@ def peers_python() -> Path:
 
 
 def cpu_description() -> str:
-    """The CPU's model name and the vector extensions that matter here (Linux only)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    first_cpu = text.split("\n\n", 1)[0]
-    fields = {
-        key.strip(): value.strip()
-        for key, _, value in (line.partition(":") for line in first_cpu.splitlines())
-    }
-    name = fields.get("model name", "")
-    flags = set(fields.get("flags", "").split())
-    wanted = [
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_vnni",
-        "avx512_bf16",
-        "avx_vnni",
-        "amx_int8",
-        "amx_bf16",
-    ]
-    return f"{name or platform.machine()} ({' '.join(f for f in wanted if f in flags)})"
+    """The CPU's model name, the features its kernels use (CPUID, as crossrank reads them:
+    right under an emulator too), the int8 format crossrank uses there, and the core count."""
+    from crossrank.cpu import describe, int8_scheme
+
+    return f"{describe()}, int8 {int8_scheme()}"
 
 
 def peer_versions(py: Path) -> dict[str, str]:
@@ -152,8 +134,9 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
         extra = ["--backend", backend]
         if kind == "int8":
             extra += ["--quantize", "int8"]
-        extra += ["--dtype", kind if kind in ("fp16", "bf16") else "fp32"]
-        label = f"crossrank {variant}" + ("" if kind else " fp32")
+        if backend != "auto":  # auto picks the dtype too
+            extra += ["--dtype", kind if kind in ("fp16", "bf16") else "fp32"]
+        label = f"crossrank {variant}" + ("" if kind or backend == "auto" else " fp32")
         plan.append((label, Path(sys.executable), ["--lib", "crossrank", *extra], env_ours))
     flag_dtype = "fp16" if args.device.startswith("cuda") else "fp32"
     for bs in args.flag_batch_sizes:
@@ -187,6 +170,9 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
             else:
                 by_label[label] = dict(r, label=label)
     runs = list(by_label.values())
+    for r in runs:  # what auto chose, in its label
+        if r.get("choice"):
+            r["label"] += f" ({r['choice']})"
 
     ref_label = "crossrank " + args.ours[0] + ("" if "-" in args.ours[0] else " fp32")
     ref = next((np.array(r["scores"]) for r in runs if r["label"] == ref_label), None)
@@ -199,6 +185,7 @@ def bench_model(name: str, model_dir: Path, pairs_file: Path, args, peers_py: Pa
             {
                 **r,
                 "model": name,
+                "cpu": cpu_description(),
                 "best_seconds": sec,
                 "pairs_per_s": len(pairs) / sec,
                 "tokens_per_s": sum(lengths) / sec,
@@ -265,7 +252,7 @@ def main() -> None:
     ap.add_argument("--base-queries", type=int, default=1, help="dev queries for base")
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--flag-batch-sizes", default="8,16,32,64,128")
-    ap.add_argument("--ours", default="torch,onnx,onnx-int8")
+    ap.add_argument("--ours", default="torch,onnx,onnx-int8,auto")
     ap.add_argument(
         "--st-backends",
         default="torch,onnx,onnx-int8,openvino,openvino-fp32",

@@ -4,7 +4,7 @@ Run by bench.py, never imported: crossrank runs in the project's environment, Fl
 and sentence-transformers in the peers' virtual environment (which lacks crossrank).
 
     python worker.py --lib crossrank|flag|st --model DIR --pairs FILE [--batch-size N]
-                     [--backend torch|onnx] [--quantize int8] [--repeats R]
+                     [--backend torch|onnx|auto] [--quantize int8] [--repeats R]
                      [--device cpu|cuda] [--dtype fp32|fp16|bf16] [--export-dir DIR]
 
 Every library loads the same checkpoint directory and scores the same pairs (raw logits, in
@@ -34,13 +34,16 @@ def scorer(args):
         rr = Reranker(
             args.model,
             device=args.device,
-            dtype=args.dtype,
+            dtype=None if args.backend == "auto" else args.dtype,
             batch_size=args.batch_size,
             backend=args.backend,
             quantize=args.quantize,
             show_progress=False,
             **({"max_batch_tokens": args.max_tokens} if args.max_tokens else {}),
         )
+        if rr.backend_choice is not None:  # backend="auto": what it measured and chose
+            args.choice = rr.backend_choice.describe()
+            print(f"auto: {rr.backend_choice.reason}", file=sys.stderr)
         return lambda pairs: rr.compute_score(pairs)
     if args.lib == "flag":
         from FlagEmbedding import FlagReranker
@@ -144,6 +147,7 @@ def main() -> None:
             "quantize": args.quantize,
             "device": args.device,
             "dtype": args.dtype,
+            "choice": getattr(args, "choice", None),
             "load_seconds": load_s,
             "seconds": times,
             "n_pairs": len(pairs),
