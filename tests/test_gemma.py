@@ -51,7 +51,7 @@ def padded(ids_list):
 
 
 def test_gemma_matches_transformers(gemma_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     tok = hf_tokenizer(gemma_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64)
@@ -70,7 +70,7 @@ def test_gemma_matches_transformers(gemma_dir):
 
 
 def test_gemma_single_rows_match_batch(gemma_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     tok = hf_tokenizer(gemma_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64, prompt=PROMPT)
@@ -84,7 +84,7 @@ def test_gemma_single_rows_match_batch(gemma_dir):
 
 
 def test_gemma_bf16_loads_without_fp32_copy(gemma_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     model = load_decoder(gemma_dir, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
@@ -103,7 +103,7 @@ def test_gemma_missing_weights_is_a_load_error(gemma_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from crossrank.errors import ModelLoadError
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     bad = tmp_path / "bad"
     shutil.copytree(gemma_dir, bad)

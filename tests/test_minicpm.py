@@ -88,7 +88,7 @@ def batch(ids_list):
 
 
 def test_minicpm_every_cutoff_matches_reference(minicpm_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     tok = hf_tokenizer(minicpm_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64, always_bos=True)
@@ -110,7 +110,7 @@ def test_minicpm_every_cutoff_matches_reference(minicpm_dir):
 
 
 def test_minicpm_single_cutoff_stops_early_and_default_is_last(minicpm_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     tok = hf_tokenizer(minicpm_dir)
     ids, mask = batch(reference_llm_inputs(tok, PAIRS, max_length=64, always_bos=True))
@@ -134,7 +134,7 @@ def test_minicpm_single_cutoff_stops_early_and_default_is_last(minicpm_dir):
 
 def test_minicpm_bad_cutoff(minicpm_dir):
     from crossrank.errors import InputError
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     model = load_decoder(minicpm_dir)
     ids, mask = batch([[1, 5, 6]])

@@ -122,7 +122,7 @@ def test_max_length_below_the_template_is_an_input_error(qwen3_dir):
 
 @pytest.mark.parametrize("fixture", ["qwen3_dir", "qwen3_untied_dir"])
 def test_qwen3_matches_the_authors_formula(request, fixture):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     model_dir = request.getfixturevalue(fixture)
     probs, diffs, ids_list = authors_scores(model_dir, PAIRS)
@@ -140,7 +140,7 @@ def test_qwen3_matches_the_authors_formula(request, fixture):
 def test_converted_sequence_classification_gives_the_same_scores(qwen3_dir, qwen3_seqcls_dir):
     from transformers import Qwen3ForSequenceClassification
 
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     _, diffs, ids_list = authors_scores(qwen3_dir, PAIRS)
     ids, mask = padded(ids_list)
@@ -156,7 +156,7 @@ def test_converted_sequence_classification_gives_the_same_scores(qwen3_dir, qwen
 def test_prefix_sharing_gives_the_unshared_scores(qwen3_dir):
     from crossrank.engine.batching import collate
     from crossrank.engine.llm_backend import DecoderBackend, split_prefixes
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     qt = pair_tokenizer(qwen3_dir)
     model = load_decoder(qwen3_dir)
@@ -174,7 +174,7 @@ def test_prefix_sharing_gives_the_unshared_scores(qwen3_dir):
 
 
 def test_bf16_load(qwen3_dir):
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     qt = pair_tokenizer(qwen3_dir)
     ids, mask = padded([e.ids for e in qt.encode(PAIRS[:2])])
@@ -191,7 +191,7 @@ def test_missing_qk_norm_is_a_load_error(qwen3_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from crossrank.errors import ModelLoadError
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     bad = tmp_path / "bad"
     shutil.copytree(qwen3_dir, bad)

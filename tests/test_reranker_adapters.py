@@ -55,8 +55,8 @@ def test_adapter_dir_as_model_and_as_argument_score_like_peft(peft_adapter, gemm
 
 def test_a_crossrank_trained_adapter_loads_in_reranker(tmp_path, gemma_dir):
     from crossrank import Reranker
+    from crossrank.families import load_decoder
     from crossrank.models.adapters import apply_adapter
-    from crossrank.models.decoder import load_decoder
     from crossrank.train.trainer import TrainConfig, train
 
     data = make_data(tmp_path / "d.jsonl")

@@ -34,7 +34,7 @@ def _script():
 def test_lm_loss_equals_transformers(gemma_dir):
     from transformers import GemmaForCausalLM
 
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     tok = hf_tokenizer(gemma_dir)
     rows = [tok(text)["input_ids"] for text in TEXTS]

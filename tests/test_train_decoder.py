@@ -135,8 +135,8 @@ def test_gemma_lora_adapter_loads_in_peft_with_the_same_scores(tmp_path, gemma_d
     from safetensors.torch import load_file
     from transformers import GemmaForCausalLM
 
+    from crossrank.families import load_decoder
     from crossrank.models.adapters import adapter_base, apply_adapter
-    from crossrank.models.decoder import load_decoder
 
     data = make_data(tmp_path / "d.jsonl")
     train(dcfg(tmp_path, gemma_dir, data, "out", lora_rank=4, lora_alpha=8.0, lr=1e-2))
@@ -176,8 +176,8 @@ def test_an_adapter_trained_by_peft_scores_the_same_through_crossrank(tmp_path, 
     from peft import LoraConfig, get_peft_model
     from transformers import GemmaForCausalLM
 
+    from crossrank.families import load_decoder
     from crossrank.models.adapters import adapter_base, apply_adapter, is_adapter_dir
-    from crossrank.models.decoder import load_decoder
 
     torch.manual_seed(1)
     base = GemmaForCausalLM.from_pretrained(gemma_dir, torch_dtype=torch.float32)
@@ -279,8 +279,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path, mini
 def test_layerwise_lora_with_heads_and_merge(tmp_path, minicpm_dir):
     from safetensors.torch import load_file
 
+    from crossrank.families import load_decoder
     from crossrank.models.adapters import apply_adapter
-    from crossrank.models.decoder import load_decoder
 
     data = make_data(tmp_path / "d.jsonl")
     kw = dict(lora_rank=4, lora_extra_parameters=["linear_head"], start_layer=2, lr=1e-2)
@@ -319,7 +319,7 @@ def test_decoder_option_errors(tmp_path, gemma_dir, bert_dir):
 def test_full_fine_tuning_writes_a_checkpoint_transformers_scores_the_same(tmp_path, gemma_dir):
     from transformers import GemmaForCausalLM
 
-    from crossrank.models.decoder import load_decoder
+    from crossrank.families import load_decoder
 
     data = make_data(tmp_path / "d.jsonl")
     train(dcfg(tmp_path, gemma_dir, data, "out", max_steps=2))

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from crossrank.cli import add_model_args, load_reranker
+from crossrank.cli_args import add_model_args, load_reranker
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -68,11 +68,10 @@ class EncoderConfig:
         arch = next((a for a in archs if a in SEQUENCE_CLASSIFICATION or a in BARE_ENCODERS), None)
         if arch is None:
             if archs:
-                from crossrank.families import supported_architectures
-
+                # the full list of every family is crossrank.families' (it chose this family)
                 raise UnsupportedModelError(
-                    f"unsupported architecture {archs[0]!r}; supported: "
-                    + ", ".join(supported_architectures())
+                    f"unsupported architecture {archs[0]!r} for an encoder config; encoders: "
+                    + ", ".join(sorted({*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS}))
                 )
             if model_type not in MODEL_TYPES:
                 raise UnsupportedModelError(

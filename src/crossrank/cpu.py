@@ -22,6 +22,8 @@ from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 
+from crossrank.errors import CrossrankError
+
 #: the features :func:`cpu_features` reports, and torch's CPUID probe for each
 _PROBES = {
     "avx2": "_is_avx2_supported",
@@ -87,7 +89,6 @@ def int8_scheme(features: Collection[str] | None = None, *, x86: bool | None = N
         return native
     if forced == "u8u8":
         return forced
-    from crossrank.errors import CrossrankError
 
     raise CrossrankError(
         f"CROSSRANK_INT8_SCHEME={forced!r}: use u8u8 (exact everywhere) or leave it unset; "

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from crossrank.errors import ModelLoadError
+
 #: where ``make demo`` looks for the debian-ir dataset (first hit wins)
 DATASET_CANDIDATES = ("../shared/data/debian-ir", "../../shared/data/debian-ir")
 
@@ -30,8 +32,7 @@ def find_dataset(explicit: str | None) -> Path | None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from crossrank.bundled import EXAMPLE_DIR, MINILM_DEBIAN, MINILM_DEBIAN_MAX_LENGTH
-    from crossrank.cli import cmd_rank
-    from crossrank.errors import ModelLoadError
+    from crossrank.rank_cli import cmd_rank
 
     if not (MINILM_DEBIAN / "config.json").is_file():
         raise ModelLoadError(f"the bundled model is missing from {MINILM_DEBIAN}")
@@ -64,7 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def dev_table(dataset: Path, args: argparse.Namespace, model_args: dict) -> int:
-    from crossrank.cli import load_reranker
+    from crossrank.cli_args import load_reranker
     from crossrank.eval.beir import load_beir, sample_queries
     from crossrank.eval.metrics import evaluate
     from crossrank.eval.report import EvalResult, format_console

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from crossrank.bundled import bundled_model_dir
 from crossrank.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
             raise ModelLoadError(f"{path} is not a model directory: it has no config.json")
         return path
     text = str(model)
-    from crossrank.bundled import bundled_model_dir
 
     bundled = bundled_model_dir(text)
     if bundled is not None:

@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from crossrank.atomic import atomic_dir, check_output
+from crossrank.cli_args import MODEL_DEFAULTS, UsageError, score_options
+
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
@@ -85,26 +88,22 @@ def _resources(text: str) -> dict[str, float]:
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~crossrank.Reranker` keywords of the shared model options (those
-    :func:`crossrank.cli.load_reranker` passes), as
+    :func:`crossrank.cli_args.load_reranker` passes), as
     :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them, with the chunking
-    options of :func:`crossrank.cli.score_options`."""
-    from crossrank.cli import _MODEL_DEFAULTS, score_options
-
+    options of :func:`crossrank.cli_args.score_options`."""
     return {
         "device": args.device,
         "dtype": args.dtype,
         "max_length": args.max_length,
         "reranker_batch_size": args.batch_size,
         "normalize": args.normalize,
-        **{k: vars(args).get(k, v) for k, v in _MODEL_DEFAULTS.items()},
+        **{k: vars(args).get(k, v) for k, v in MODEL_DEFAULTS.items()},
         "score_options": score_options(args),
     }
 
 
 def ray_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`~crossrank.distributed.ray_data.rerank_dataset` keywords of the Ray options."""
-    from crossrank.cli import UsageError
-
     if args.replicas < 1:
         raise UsageError("--replicas must be >= 1")
     if args.gpus_per_replica < 0:
@@ -126,7 +125,6 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
 def ray_session(args: argparse.Namespace) -> Iterator[Any]:
     """Connected to the cluster of ``--ray-address`` (or a local Ray started for the job and
     stopped after it); a user error raised on the cluster comes out unwrapped (one line)."""
-    from crossrank.cli import UsageError
     from crossrank.distributed.ray_data import import_ray, user_error
 
     ray = import_ray()
@@ -168,8 +166,6 @@ def ray_session(args: argparse.Namespace) -> Iterator[Any]:
 def _check_reachable(address: str) -> None:
     """A HOST:PORT that nothing answers on is a usage error now (ray.init would retry for
     minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
-    from crossrank.cli import UsageError
-
     if address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -185,9 +181,6 @@ def _check_reachable(address: str) -> None:
 
 def _check_output(output: str, inputs: list[str]) -> None:
     """A local output directory: writable, and not holding an input (it will be replaced)."""
-    from crossrank.atomic import check_output
-    from crossrank.cli import UsageError
-
     if output == "-":
         raise UsageError("--engine ray writes a directory: give --output DIR")
     if "://" in output:
@@ -208,8 +201,6 @@ def _count_rows(path: str, fmt: str) -> int:
 
 def score_with_ray(args: argparse.Namespace) -> int:
     """``crossrank score --engine ray``: score files of pairs on Ray and write a directory."""
-    from crossrank.atomic import atomic_dir
-    from crossrank.cli import UsageError
     from crossrank.distributed.ray_data import rerank_dataset
     from crossrank.distributed.sources import (
         detect_format,

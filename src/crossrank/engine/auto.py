@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from crossrank.cpu import BF16_UNITS, INT8_UNITS, cpu_features
+from crossrank.errors import CrossrankError
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +204,6 @@ def resolve_auto(
     ``measure(candidates, refresh)`` calibrates (the Reranker passes
     :func:`crossrank.engine.calibrate.measured_choice` bound to its checkpoint); without it, or
     with measuring off, on a non-CPU device or with a dtype given, the rules decide."""
-    from crossrank.errors import CrossrankError
-
     if quantize is not None:
         raise CrossrankError("backend='auto' chooses the quantization itself; drop quantize")
     features = cpu_features()

@@ -30,6 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossrank._version import __version__
+from crossrank.atomic import atomic_write_text
+from crossrank.bundled import EXAMPLE_DIR
+from crossrank.cpu import cpu_features, cpu_model, int8_scheme
 from crossrank.engine.auto import (
     MIN_SPEARMAN,
     BackendChoice,
@@ -38,6 +42,7 @@ from crossrank.engine.auto import (
     _dtype_name,
     pick,
 )
+from crossrank.models.weights import weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +57,6 @@ PER_QUERY = 16
 
 def calibration_pairs() -> tuple[list[tuple[str, str]], list[int]]:
     """The calibration pairs and each pair's query index (3 queries x 16 passages)."""
-    from crossrank.bundled import EXAMPLE_DIR
-
     docs = [json.loads(line)["text"] for line in (EXAMPLE_DIR / "documents.jsonl").open()]
     first = [d.split(". ")[0] + "." for d in docs]  # the package's one-line summary
     joined = [f"{a} {b}" for a, b in zip(docs, docs[1:] + docs[:1])]  # two descriptions
@@ -75,9 +78,6 @@ def cache_dir() -> Path:
 
 def fingerprint() -> dict[str, Any]:
     """The machine as far as speed goes: CPU, the features its kernels use, threads, versions."""
-    from crossrank._version import __version__
-    from crossrank.cpu import cpu_features, cpu_model, int8_scheme
-
     try:
         import onnxruntime
 
@@ -100,8 +100,6 @@ def fingerprint() -> dict[str, Any]:
 def model_identity(model_dir: Path, extra: Sequence[Path] = ()) -> list[Any]:
     """The checkpoint as the cache sees it: resolved path, and name / size / mtime of its
     config and weight files (cheap; a retrained checkpoint changes them)."""
-    from crossrank.models.weights import weight_files
-
     out: list[Any] = []
     for d in [Path(model_dir), *extra]:
         files = [d / "config.json", *weight_files(d)] if (d / "config.json").exists() else []
@@ -195,8 +193,6 @@ def measured_choice(
 ) -> BackendChoice:
     """The cached decision for this checkpoint, options and machine, measured on a miss (or
     with ``refresh``) and then written to the cache."""
-    from crossrank.atomic import atomic_write_text
-
     key, fp = cache_key(identity, options)
     path = cache_dir() / f"{key}.json"
     if path.is_file() and not refresh:

@@ -23,6 +23,7 @@ from tokenizers import Encoding
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.tokenize import EncodedPair
 from crossrank.errors import InputError
+from crossrank.inputs import positive_int
 
 
 class TooLongError(InputError):
@@ -73,8 +74,6 @@ def chunk_spec(
     chunk_overlap: int | None = None,
 ) -> ChunkSpec:
     """The :class:`ChunkSpec` of the library's per-call options, each checked (InputError)."""
-    from crossrank.inputs import positive_int
-
     return ChunkSpec(
         max_chunks=1
         if max_chunks_per_doc is None

@@ -22,7 +22,9 @@ from pathlib import Path
 from torch import nn
 
 from crossrank.atomic import atomic_dir
+from crossrank.cpu import int8_scheme
 from crossrank.engine.onnx_export import EXPORT_VERSION, OPSET, build
+from crossrank.models.weights import weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +38,6 @@ def cache_root() -> Path:
 
 def checkpoint_hash(model_dir: Path) -> str:
     """SHA-256 over config.json and the weight files (names and bytes)."""
-    from crossrank.models.weights import weight_files
-
     h = hashlib.sha256()
     for path in [model_dir / "config.json", *weight_files(model_dir)]:
         h.update(path.name.encode() + b"\0")
@@ -52,7 +52,6 @@ def variant(quantize: str | None) -> str:
     format that is exact on this CPU)."""
     if quantize is None:
         return "fp32"
-    from crossrank.cpu import int8_scheme
 
     return f"{quantize}-{int8_scheme()}"
 

@@ -21,6 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crossrank.config import EncoderConfig, read_config
+from crossrank.engine.onnx_modernbert import export_modernbert
+from crossrank.engine.onnx_quantize import is_large, quantize_int8
+from crossrank.models.modernbert import ARCHITECTURES as MODERNBERT
+
 logger = logging.getLogger(__name__)
 
 #: bump when the exported graph or the optimisation recipe changes (invalidates the cache)
@@ -141,11 +146,6 @@ def optimize(src: Path, dst: Path, config) -> None:
     opt.save_model_to_file(str(dst), use_external_data_format=is_large(opt.model))
 
 
-def is_large(model) -> bool:
-    """Whether an ONNX model must be saved with external data (the 2 GB protobuf limit)."""
-    return model.ByteSize() > 1_800_000_000
-
-
 def build(
     model_dir: Path,
     load_model: Callable[[], nn.Module],
@@ -155,16 +155,11 @@ def build(
 ):
     """Export, optimise and (optionally) quantize into the empty directory ``out``; ``scheme``
     is int8's product format (:data:`crossrank.engine.onnx_quantize.SCHEMES`)."""
-    from crossrank.config import EncoderConfig, read_config
-    from crossrank.models.modernbert import ARCHITECTURES as MODERNBERT
-
     raw = read_config(model_dir / "config.json")
     t0 = time.perf_counter()
     final = out / "optimized.onnx"
     if any(a in MODERNBERT for a in raw.get("architectures") or []):
         # its own padded graph; ONNX Runtime's BERT fusions do not match it
-        from crossrank.engine.onnx_modernbert import export_modernbert
-
         with_types = False
         export_modernbert(load_model(), final, OPSET)
     else:
@@ -173,8 +168,6 @@ def build(
         export_onnx(load_model(), out / "exported.onnx", with_types=with_types)
         optimize(out / "exported.onnx", final, config)
     if quantize == "int8":
-        from crossrank.engine.onnx_quantize import quantize_int8
-
         quantize_int8(final, out / "int8.onnx", scheme or "u8s8")
         final = out / "int8.onnx"
     for f in out.iterdir():

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from crossrank.engine.onnx_export import is_large
-
 #: matrix products whose input is quantized per token (row) rather than per batch: the
 #: feed-forward block's, whose inputs (LayerNorm output, GELU output) vary most between tokens
 PER_TOKEN = ("/ffn_in", "/ffn_out")
@@ -25,6 +23,11 @@ PER_TOKEN = ("/ffn_in", "/ffn_out")
 
 #: the int8 product formats :func:`quantize_int8` writes (:func:`crossrank.cpu.int8_scheme`)
 SCHEMES = ("u8s8", "u8u8")
+
+
+def is_large(model) -> bool:
+    """Whether an ONNX model must be saved with external data (the 2 GB protobuf limit)."""
+    return model.ByteSize() > 1_800_000_000
 
 
 def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:

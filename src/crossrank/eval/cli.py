@@ -11,7 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from crossrank.cli import UsageError, add_chunk_args, add_model_args, load_reranker, score_options
+from crossrank.cli_args import (
+    UsageError,
+    add_chunk_args,
+    add_model_args,
+    load_reranker,
+    score_options,
+)
 from crossrank.distributed.cli import add_ray_args
 
 logger = logging.getLogger(__name__)

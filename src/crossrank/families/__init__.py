@@ -8,9 +8,16 @@ a family provides). Adding a family is one module plus one line here; the first 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from crossrank.config import read_config
+from crossrank.errors import UnsupportedModelError
 from crossrank.families.base import Family
+from crossrank.families.decoder import DecoderFamily
+from crossrank.models.decoder import DecoderLM, load_decoder_weights
 
 #: family name -> module defining ``FAMILY``
 REGISTRY: dict[str, str] = {
@@ -37,8 +44,6 @@ def family_for(raw: dict[str, Any]) -> Family:
 
     Raises :class:`~crossrank.errors.UnsupportedModelError` listing what is supported.
     """
-    from crossrank.errors import UnsupportedModelError
-
     for family in families():
         if family.claims(raw):
             return family
@@ -58,3 +63,20 @@ def family_for(raw: dict[str, Any]) -> Family:
 def supported_architectures() -> list[str]:
     """Names of every architecture crossrank can load (sorted)."""
     return sorted({a for f in families() for a in f.architectures})
+
+
+def load_decoder(
+    model_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> DecoderLM:
+    """Our decoder model of an LLM reranker checkpoint in Hugging Face layout (its family, and so
+    its model class, from config.json)."""
+    model_dir = Path(model_dir)
+    raw = read_config(model_dir / "config.json")
+    family = family_for(raw)
+    if not isinstance(family, DecoderFamily):
+        raise UnsupportedModelError(f"{model_dir} is not a decoder reranker checkpoint")
+    config = family.parse_config(raw)
+    return load_decoder_weights(model_dir, family.model_class(), config, dtype=dtype, device=device)

@@ -20,6 +20,7 @@ import torch
 
 from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
+from crossrank.errors import CrossrankError
 
 #: Reranker options that only some families honour, with their "not given" values; every
 #: other constructor option (device, dtype, max_length, batch_size, ...) works for all
@@ -136,8 +137,6 @@ def claims_by_architecture(family: Family, raw: dict[str, Any]) -> bool:
 def check_options(family: Family, model_name: str, given: dict[str, Any]) -> None:
     """Raise a :class:`~crossrank.errors.CrossrankError` naming every option of
     :data:`FAMILY_OPTIONS` set in ``given`` that ``family`` does not honour."""
-    from crossrank.errors import CrossrankError
-
     refused = sorted(
         k
         for k, v in given.items()

@@ -15,8 +15,11 @@ import torch
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.llm_backend import DecoderBackend
+from crossrank.engine.tokenize import load_tokenizer
+from crossrank.errors import CrossrankError
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
-from crossrank.models.decoder import DecoderConfig, DecoderLM
+from crossrank.models.decoder import DecoderConfig, DecoderLM, load_decoder_weights
 
 
 class DecoderFamily(ABC):
@@ -51,8 +54,6 @@ class DecoderFamily(ABC):
         """``(keyword arguments of model.score, names of its output columns)``."""
 
     def load(self, model_dir: Path, config: DecoderConfig, runtime: Runtime) -> LoadedDecoder:
-        from crossrank.errors import CrossrankError
-
         if runtime.backend != "torch":
             raise CrossrankError(f"the {self.name} family runs on backend='torch' only")
         return LoadedDecoder(self, model_dir, config, runtime)
@@ -64,9 +65,6 @@ class LoadedDecoder:
     def __init__(
         self, family: DecoderFamily, model_dir: Path, config: DecoderConfig, runtime: Runtime
     ) -> None:
-        from crossrank.engine.tokenize import load_tokenizer
-        from crossrank.models.decoder import load_decoder_weights
-
         self.family = family
         self.model_dir = model_dir
         self.runtime = runtime
@@ -77,8 +75,6 @@ class LoadedDecoder:
         self.model: torch.nn.Module | None = self.decoder
 
     def scoring(self, options: ScoreOptions) -> Scoring:
-        from crossrank.engine.llm_backend import DecoderBackend
-
         pt = self.family.pair_tokenizer(self.tokenizer, self.model_dir, options)
         kwargs, outputs = self.family.score_spec(self.decoder, pt, options)
         backend = DecoderBackend(

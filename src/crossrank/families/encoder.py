@@ -16,7 +16,11 @@ from torch import nn
 from crossrank.config import BARE_ENCODERS, MODEL_TYPES, SEQUENCE_CLASSIFICATION, EncoderConfig
 from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.factory import create_backend
+from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
+from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
+from crossrank.models import load_cross_encoder
 
 
 class EncoderFamily:
@@ -49,9 +53,6 @@ class LoadedEncoder:
     """
 
     def __init__(self, model_dir: Path, config: Any, runtime: Runtime) -> None:
-        from crossrank.engine.backend import create_backend
-        from crossrank.engine.tokenize import load_tokenizer, pad_token_id
-
         self.config = config
         self.runtime = runtime
         self.tokenizer = load_tokenizer(model_dir)
@@ -74,14 +75,10 @@ class LoadedEncoder:
 
     def load_model(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> nn.Module:
         """Our PyTorch model of the checkpoint on ``device``."""
-        from crossrank.models import load_cross_encoder
-
         return load_cross_encoder(model_dir, dtype=dtype, device=device)
 
     def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
         """The input rules (FlagEmbedding's FlagReranker) for ``options``."""
-        from crossrank.engine.tokenize import PairTokenizer
-
         return PairTokenizer(
             self.tokenizer,
             max_length=options.max_length,
@@ -92,8 +89,6 @@ class LoadedEncoder:
         )
 
     def scoring(self, options: ScoreOptions) -> Scoring:
-        from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
-
         budget = None
         if self.backend.name == "onnx":
             budget = ONNX_TOKEN_BUDGET

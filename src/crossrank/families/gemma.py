@@ -10,17 +10,17 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.llm_tokenize import LLMPairTokenizer, special_token_id
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
 from crossrank.models.decoder import DecoderConfig, DecoderLM
+from crossrank.models.gemma import GemmaForCausalLM
 
 
 def bge_llm_tokenizer(
     tokenizer: Tokenizer, model_dir: Path, options: ScoreOptions, *, always_bos: bool
 ):
     """FlagEmbedding's LLM input rules (``A: query``, ``B: passage``, prompt) for ``options``."""
-    from crossrank.engine.llm_tokenize import LLMPairTokenizer, special_token_id
-
     qi, pi = options.query_instruction, options.passage_instruction
     return LLMPairTokenizer(
         tokenizer,
@@ -47,8 +47,6 @@ class GemmaFamily(DecoderFamily):
         return replace(config, hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
 
     def model_class(self) -> type[DecoderLM]:
-        from crossrank.models.gemma import GemmaForCausalLM
-
         return GemmaForCausalLM
 
     def pair_tokenizer(
@@ -59,8 +57,6 @@ class GemmaFamily(DecoderFamily):
     def score_spec(
         self, model: DecoderLM, tokenizer: PairEncoding, options: ScoreOptions
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        from crossrank.engine.llm_tokenize import LLMPairTokenizer
-
         assert isinstance(tokenizer, LLMPairTokenizer)
         return {"token_ids": [tokenizer.yes_id]}, ("score",)
 

@@ -13,10 +13,12 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
+from crossrank.errors import UnsupportedModelError
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
 from crossrank.families.gemma import bge_llm_tokenizer
 from crossrank.models.decoder import DecoderConfig, DecoderLM
+from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
 
 
 class MiniCPMLayerwiseFamily(DecoderFamily):
@@ -26,8 +28,6 @@ class MiniCPMLayerwiseFamily(DecoderFamily):
     score = "the cutoff layer's head on the last position (default: the last layer)"
 
     def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
-        from crossrank.errors import UnsupportedModelError
-
         head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
         if head_type != "simple" or not multi:
             raise UnsupportedModelError(
@@ -43,8 +43,6 @@ class MiniCPMLayerwiseFamily(DecoderFamily):
         )
 
     def model_class(self) -> type[DecoderLM]:
-        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
-
         return LayerWiseMiniCPMForCausalLM
 
     def pair_tokenizer(
@@ -55,8 +53,6 @@ class MiniCPMLayerwiseFamily(DecoderFamily):
     def score_spec(
         self, model: DecoderLM, tokenizer: PairEncoding, options: ScoreOptions
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
-
         assert isinstance(model, LayerWiseMiniCPMForCausalLM)
         cutoffs = model.check_cutoffs(options.cutoff_layers or [model.config.num_hidden_layers])
         return {"cutoff_layers": cutoffs}, tuple(f"layer {k}" for k in cutoffs)

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.longest_first import LongestFirstPairTokenizer
 from crossrank.families.base import Runtime, ScoreOptions, claims_by_architecture
 from crossrank.families.encoder import LoadedEncoder
-from crossrank.models.modernbert import ARCHITECTURES, ModernBertConfig
+from crossrank.models.modernbert import ARCHITECTURES, ModernBertConfig, load_modernbert
 
 
 class ModernBertFamily:
@@ -50,13 +51,9 @@ class LoadedModernBert(LoadedEncoder):
         return 2 * self.config.intermediate_size  # GeGLU: Wi's output is 2 x intermediate
 
     def load_model(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> nn.Module:
-        from crossrank.models.modernbert import load_modernbert
-
         return load_modernbert(model_dir, dtype=dtype, device=device)
 
     def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
-        from crossrank.engine.longest_first import LongestFirstPairTokenizer
-
         return LongestFirstPairTokenizer(
             self.tokenizer,
             max_length=options.max_length,

@@ -12,10 +12,12 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.qwen3_tokenize import Qwen3PairTokenizer
 from crossrank.errors import CrossrankError, UnsupportedModelError
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
 from crossrank.models.decoder import DecoderConfig, DecoderLM
+from crossrank.models.qwen3 import Qwen3Reranker
 
 
 class Qwen3Family(DecoderFamily):
@@ -43,15 +45,11 @@ class Qwen3Family(DecoderFamily):
         return replace(config, architecture=arch, qk_norm=True)
 
     def model_class(self) -> type[DecoderLM]:
-        from crossrank.models.qwen3 import Qwen3Reranker
-
         return Qwen3Reranker
 
     def pair_tokenizer(
         self, tokenizer: Tokenizer, model_dir: Path, options: ScoreOptions
     ) -> PairEncoding:
-        from crossrank.engine.qwen3_tokenize import Qwen3PairTokenizer
-
         given = [
             name
             for name in ("query_instruction", "passage_instruction", "query_max_length")
@@ -69,9 +67,6 @@ class Qwen3Family(DecoderFamily):
     def score_spec(
         self, model: DecoderLM, tokenizer: PairEncoding, options: ScoreOptions
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        from crossrank.engine.qwen3_tokenize import Qwen3PairTokenizer
-        from crossrank.models.qwen3 import Qwen3Reranker
-
         assert isinstance(model, Qwen3Reranker) and isinstance(tokenizer, Qwen3PairTokenizer)
         if model.classification:  # the converted head already is the yes row - no row
             return {}, ("score",)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from crossrank.config import EncoderConfig, read_config
+from crossrank.errors import ModelLoadError
 from crossrank.models.encoder import CrossEncoder
 from crossrank.models.weights import convert_state_dict, iter_tensors, weight_files
 
@@ -66,7 +67,5 @@ def load_cross_encoder(
 
 
 def raise_missing(model_dir: Path, missing: list[str]) -> None:
-    from crossrank.errors import ModelLoadError
-
     shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
     raise ModelLoadError(f"weights in {model_dir} lack {len(missing)} tensors: {shown}")

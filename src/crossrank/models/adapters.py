@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossrank.errors import ModelLoadError, UnsupportedModelError
+from crossrank.errors import CrossrankError, ModelLoadError, UnsupportedModelError
+from crossrank.hub import resolve_model_dir
+from crossrank.models.decoder import DecoderLM
 
 CONFIG_FILE = "adapter_config.json"
 _PREFIX = "base_model.model."
@@ -149,9 +151,6 @@ def apply_adapter_to(
 ) -> None:
     """:func:`apply_adapter` for a :class:`~crossrank.Reranker`'s loaded model, refusing the
     set-ups an adapter cannot join (another backend, a pool of devices, an encoder)."""
-    from crossrank.errors import CrossrankError
-    from crossrank.models.decoder import DecoderLM
-
     if not isinstance(model, DecoderLM) or backend != "torch" or devices:
         raise CrossrankError(
             "LoRA adapters load onto LLM families with backend='torch' on one device"
@@ -165,8 +164,6 @@ def split_adapter(
     """``(base model, adapter directory or None)`` from a Reranker's ``model`` / ``adapter``
     arguments: ``model`` may itself be an adapter directory, whose base is read from its
     ``adapter_config.json`` (``base_model_name_or_path``)."""
-    from crossrank.errors import CrossrankError
-
     if adapter is not None:
         adapter_dir = Path(adapter).expanduser()
         if not is_adapter_dir(adapter_dir):
@@ -181,7 +178,5 @@ def check_model_argument(model: str | os.PathLike[str]) -> Path:
     """The local checkpoint directory behind a ``--model`` argument that may also be an adapter
     directory (its base is resolved then), so a CLI can fail on a wrong model before doing
     any work. Raises :class:`~crossrank.errors.ModelLoadError` as the loader would."""
-    from crossrank.hub import resolve_model_dir
-
     base, _ = split_adapter(model, None)
     return resolve_model_dir(base)

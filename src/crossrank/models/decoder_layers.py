@@ -2,7 +2,7 @@
 (with optional per-head query / key norms and prefix keys / values), the gated MLP, the decoder
 layer and the body (embeddings, layers, final norm). :mod:`crossrank.models.decoder` stacks them
 into the scoring forward pass; the family points left open (norm form, rotary precision,
-residual scale) come in through :class:`~crossrank.models.decoder.DecoderConfig` and the
+residual scale) come in through :class:`~crossrank.models.decoder_config.DecoderConfig` and the
 constructor flags.
 
 Batches are right-padded. With causal attention a real token never attends to a padded one
@@ -20,7 +20,7 @@ from torch import nn
 from crossrank.errors import UnsupportedModelError
 
 if TYPE_CHECKING:
-    from crossrank.models.decoder import DecoderConfig
+    from crossrank.models.decoder_config import DecoderConfig
 
 
 class RMSNorm(nn.Module):

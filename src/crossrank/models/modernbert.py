@@ -28,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossrank.config import read_config
 from crossrank.errors import ModelLoadError, UnsupportedModelError
 from crossrank.models.attention import select_kernel
 from crossrank.models.decoder_layers import apply_rotary, rotary
 from crossrank.models.encoder import PackedLayout, activation
+from crossrank.models.weights import iter_tensors, weight_files
 
 ARCHITECTURES = ("ModernBertForSequenceClassification",)
 
@@ -367,9 +369,6 @@ def load_modernbert(
 
     Tensors stream from the weight files one at a time and are cast to ``dtype`` on the way.
     """
-    from crossrank.config import read_config
-    from crossrank.models.weights import iter_tensors, weight_files
-
     model_dir = Path(model_dir)
     config = ModernBertConfig.from_dict(read_config(model_dir / "config.json"))
     with torch.device("meta"):

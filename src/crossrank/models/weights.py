@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from crossrank.atomic import atomic_path
 from crossrank.config import EncoderConfig
 from crossrank.errors import ModelLoadError
 
@@ -216,8 +217,6 @@ def ours_to_hf(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[st
 def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     """Write tensors to ``path`` atomically (:func:`crossrank.atomic.atomic_path`)."""
     from safetensors.torch import save_file
-
-    from crossrank.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})

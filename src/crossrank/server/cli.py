@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from crossrank.cli import UsageError, add_model_args, load_reranker
+from crossrank.cli_args import UsageError, add_model_args, load_reranker
 from crossrank.errors import missing_extra
 from crossrank.server import settings as settings_mod
 

@@ -7,7 +7,7 @@ variables (:mod:`crossrank.server.cli`), the settings part of ``GET /info``
 --print-settings-table``; a test checks the docs carry it).
 
 The model options (``model``, ``device``, ``dtype``, ``max_length``, ``batch_size``) are the
-flags every crossrank command shares (:func:`crossrank.cli.add_model_args`); they are fields
+flags every crossrank command shares (:func:`crossrank.cli_args.add_model_args`); they are fields
 here so that :func:`~crossrank.server.app.create_app` can load a model itself.
 """
 
@@ -37,7 +37,7 @@ def setting(
 
     ``shown`` is the default as written in help and docs when the value itself says little
     (None); ``info`` lists it in ``/info``; ``shared`` marks the model flags of
-    :func:`crossrank.cli.add_model_args`; ``minimum`` is checked on construction.
+    :func:`crossrank.cli_args.add_model_args`; ``minimum`` is checked on construction.
     """
     meta = {
         "help": help,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossrank.errors import InputError
 from crossrank.train.config import TrainConfig, validate
 from crossrank.train.dist import all_mean, barrier, gather_rng, init_distributed, no_sync
 from crossrank.train.encoding import PairEncoder, make_chunks
@@ -74,8 +75,6 @@ class Trainer:
 
         self.examples = load_examples(cfg.data, cfg.group_size)
         if self.loss_fn.needs_teacher and self.examples[0].pos_scores is None:
-            from crossrank.errors import InputError
-
             raise InputError(f"{cfg.data}: --loss {cfg.loss} needs pos_scores / neg_scores")
         self.schedule = GroupSchedule(
             self.examples,

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from crossrank.errors import UnsupportedModelError
+
 if TYPE_CHECKING:
     from crossrank.train.config import TrainConfig
     from crossrank.train.data import Group
@@ -72,7 +74,6 @@ def make_task(init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.de
     """The task of the checkpoint's family. ``load_dir`` holds the weights to start from (the
     initial model, or the checkpoint resumed); ``init_dir`` its tokenizer and base config."""
     from crossrank.config import read_config
-    from crossrank.errors import UnsupportedModelError
     from crossrank.families import family_for
 
     name = family_for(read_config(init_dir / "config.json")).name

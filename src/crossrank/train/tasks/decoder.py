@@ -93,7 +93,7 @@ class DecoderTask:
     def __init__(
         self, init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.device
     ) -> None:
-        from crossrank.models.decoder import load_decoder
+        from crossrank.families import load_decoder
         from crossrank.train import lora
 
         if cfg.dtype not in DTYPES:
