@@ -414,3 +414,64 @@ def test_drain_lets_admitted_requests_in_while_there_is_time(rr):
     np.testing.assert_allclose(first[0], want, atol=TOL, rtol=0)
     assert isinstance(second, Stopped)  # 8 more pairs do not fit in the 2 left
     assert sched.queued == 0
+
+
+class CountingBackend:
+    """A backend passing batches on to another, counting the rows it computes."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.device, self.model = inner.name, inner.device, inner.model
+        self.n_outputs = inner.n_outputs
+        self.rows = 0
+
+    def workers_for(self, n_pairs, n_batches):
+        return self.inner.workers_for(n_pairs, n_batches)
+
+    def score(self, batch):
+        self.rows += batch.shape[0]
+        return self.inner.score(batch)
+
+
+def test_duplicates_in_a_window_are_scored_once(bert_dir):
+    """Identical pairs, within a request and across the requests of one window, run once."""
+    counted = Reranker(bert_dir, device="cpu", max_length=64)
+    backend = counted.engine.backend = CountingBackend(counted.engine.backend)
+    sched = Scheduler(counted, Metrics(), max_wait_ms=500)
+    sched.start()
+    docs = ["the giant panda", "debian", "the giant panda", "free search"]
+
+    async def main():
+        return await asyncio.gather(*(sched.score(QUERY, docs, ChunkSpec()) for _ in range(3)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        sched.close()
+    assert backend.rows == 3  # 12 pairs, 3 distinct
+    want = counted.compute_score([[QUERY, d] for d in docs])
+    for logits, _ in results:
+        np.testing.assert_allclose(logits, want, atol=TOL, rtol=0)
+    assert sched.queued == 0
+
+
+def test_several_outputs_per_pair_through_the_scheduler(minicpm_dir):
+    """A layerwise model with two cutoff layers: one score per layer per document, as
+    compute_layer_scores gives them (the scheduler sizes its scores by the model's outputs)."""
+    layered = Reranker(minicpm_dir, device="cpu", max_length=64, cutoff_layers=[2, 3])
+    sched = Scheduler(layered, Metrics(), max_wait_ms=1, max_batch_tokens=128)
+    sched.start()
+    docs = docs_for(4, 6)
+
+    async def main():
+        return await sched.score(QUERY, docs, ChunkSpec(max_chunks=2, overlap=4))
+
+    try:
+        logits, _ = asyncio.run(main())
+    finally:
+        sched.close()
+    pairs = [[QUERY, d] for d in docs]
+    want = layered.compute_layer_scores(pairs, max_chunks_per_doc=2, chunk_overlap=4)
+    assert logits.shape == (len(docs), 2)
+    np.testing.assert_allclose(logits[:, 0], want[2], atol=TOL, rtol=0)
+    np.testing.assert_allclose(logits[:, 1], want[3], atol=TOL, rtol=0)

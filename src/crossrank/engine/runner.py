@@ -1,10 +1,18 @@
-"""The scoring engine: tokenize once, batch by length under a token budget, score, restore order."""
+"""The scoring engine: tokenize once, score identical inputs once, batch by length under a token
+budget, score (one or several outputs per pair), restore order.
+
+:meth:`Engine.plan` and :meth:`Engine.score_batch` are the one batch-scoring path: the library
+(:meth:`Engine.score_encoded`) runs every batch of a plan, the server's scheduler runs the
+batches of each window of queued pairs it plans, skipping what cancelled requests no longer
+need."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,6 +54,44 @@ ONNX_TOKEN_BUDGET = 512
 
 #: progress bars appear from this many pairs on (when ``show_progress`` is None)
 PROGRESS_MIN_PAIRS = 1024
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One forward pass of a :class:`ScorePlan`: distinct inputs ``items`` (indices into
+    ``plan.distinct``, longest first) and the input positions ``rows`` they answer (every
+    duplicate of each)."""
+
+    items: np.ndarray
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """How a list of encoded inputs is scored: each distinct input once, in batches."""
+
+    #: the distinct inputs (same token ids and type ids: one input), in first-seen order
+    distinct: list[EncodedPair]
+    #: input position -> index into :attr:`distinct`
+    inverse: np.ndarray
+    batches: list[Batch]
+    #: scores per pair (the backend's ``n_outputs``)
+    width: int
+
+    def empty(self) -> np.ndarray:
+        """A float32 array for the scores of every input: ``[n]``, or ``[n, width]``."""
+        n = len(self.inverse)
+        return np.zeros((n, self.width) if self.width > 1 else n, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What :meth:`Engine.score_batch` computed: the scores of the input positions ``rows``."""
+
+    rows: np.ndarray
+    scores: np.ndarray  # float32 [len(rows)], or [len(rows), width]
+    pairs: int  # distinct inputs in the forward pass
+    tokens: int  # padded tokens of the forward pass
 
 
 class Engine:
@@ -110,79 +156,118 @@ class Engine:
         once and share the score: no work spent on duplicates, and duplicates tie exactly
         (batch kernels may round a row differently depending on where it sits in the batch).
         """
-        first: dict[tuple, int] = {}
-        inverse = np.empty(len(encoded), dtype=np.int64)
-        unique: list[EncodedPair] = []
-        for i, e in enumerate(encoded):
-            key = (tuple(e.ids), tuple(e.type_ids) if e.type_ids is not None else None)
-            j = first.setdefault(key, len(unique))
-            if j == len(unique):
-                unique.append(e)
-            inverse[i] = j
-        if len(unique) == len(encoded):
-            return self._score_all(encoded, batch_size, show_progress)
-        return self._score_all(unique, batch_size, show_progress)[inverse]
-
-    def _score_all(
-        self, encoded: Sequence[EncodedPair], batch_size: int | None, show_progress: bool | None
-    ) -> np.ndarray:
-        width = self.backend.n_outputs
-        out = np.zeros((len(encoded), width) if width > 1 else len(encoded), dtype=np.float32)
-        if not encoded:
+        plan = self.plan(encoded, batch_size=batch_size)
+        out = plan.empty()
+        if not plan.batches:
             return out
-        max_pairs = batch_size or self.batch_size
-        batches = plan_batches(
-            [len(e) for e in encoded], max_tokens=self.max_tokens, max_pairs=max_pairs
-        )
+        n, batches = len(plan.distinct), plan.batches
         show = self.show_progress if show_progress is None else show_progress
         if show is None:
-            show = len(encoded) >= PROGRESS_MIN_PAIRS and len(batches) > 1
+            show = n >= PROGRESS_MIN_PAIRS and len(batches) > 1
         bar = None
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(encoded), desc="scoring", unit="pair")
-        workers = self.backend.workers_for(len(encoded), len(batches))
+            bar = tqdm(total=n, desc="scoring", unit="pair")
+
+        def run(batch: Batch) -> int:
+            scored = self.score_batch(plan, batch)
+            out[scored.rows] = scored.scores
+            return scored.pairs
+
+        workers = self.backend.workers_for(n, len(batches))
         try:
             if workers > 1:  # a device pool: one thread per device
-                from concurrent.futures import ThreadPoolExecutor
-
                 with ThreadPoolExecutor(workers, thread_name_prefix="crossrank") as pool:
-                    futures = [pool.submit(self.score_into, encoded, i, out) for i in batches]
-                    for idx, fut in zip(batches, futures):
-                        fut.result()
+                    for fut in [pool.submit(run, b) for b in batches]:
+                        done = fut.result()
                         if bar is not None:
-                            bar.update(len(idx))
+                            bar.update(done)
             else:
-                for idx in batches:
-                    self.score_into(encoded, idx, out)
+                for batch in batches:
+                    done = run(batch)
                     if bar is not None:
-                        bar.update(len(idx))
+                        bar.update(done)
         finally:
             if bar is not None:
                 bar.close()
         return out
 
-    def score_into(self, encoded: Sequence[EncodedPair], idx: np.ndarray, out: np.ndarray) -> None:
-        """Score the items ``idx`` of ``encoded`` as one batch into ``out[idx]``.
+    def plan(
+        self,
+        encoded: Sequence[EncodedPair],
+        *,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> ScorePlan:
+        """Identical inputs (same token ids and type ids) once, the distinct ones in
+        length-sorted batches of at most ``batch_size`` pairs (default: the engine's) under the
+        padded-token budget (``max_tokens`` may lower the engine's budget, never raise it)."""
+        first: dict[tuple, int] = {}
+        inverse = np.empty(len(encoded), dtype=np.int64)
+        distinct: list[EncodedPair] = []
+        for i, e in enumerate(encoded):
+            key = (tuple(e.ids), tuple(e.type_ids) if e.type_ids is not None else None)
+            j = first.setdefault(key, len(distinct))
+            if j == len(distinct):
+                distinct.append(e)
+            inverse[i] = j
+        budget = self.max_tokens if max_tokens is None else min(max_tokens, self.max_tokens)
+        planned = plan_batches(
+            [len(e) for e in distinct], max_tokens=budget, max_pairs=batch_size or self.batch_size
+        )
+        if len(distinct) == len(encoded):  # no duplicates: a distinct input is its position
+            batches = [Batch(items, items) for items in planned]
+        else:
+            batch_of = np.empty(len(distinct), dtype=np.int64)
+            for b, items in enumerate(planned):
+                batch_of[items] = b
+            owner = batch_of[inverse]
+            order = np.argsort(owner, kind="stable")
+            cuts = np.cumsum(np.bincount(owner, minlength=len(planned)))[:-1]
+            batches = [Batch(it, rows) for it, rows in zip(planned, np.split(order, cuts))]
+        return ScorePlan(distinct, inverse, batches, self.backend.n_outputs)
 
-        On out-of-memory the batch is halved and retried, and the token budget lowered.
+    def score_batch(
+        self, plan: ScorePlan, batch: Batch, rows: np.ndarray | None = None
+    ) -> ScoredBatch:
+        """Score one batch of ``plan`` for the input positions ``rows`` (some of ``batch.rows``;
+        default all): only the distinct inputs they need run, as one forward pass.
+
+        On out-of-memory the pass is halved and retried, and the token budget lowered.
         """
+        items = batch.items
+        if rows is None:
+            rows = batch.rows
+        elif len(rows) < len(batch.rows):
+            items = items[np.isin(items, plan.inverse[rows])]  # longest first still
+        if not len(items):
+            empty = np.zeros((0, plan.width) if plan.width > 1 else 0, dtype=np.float32)
+            return ScoredBatch(rows, empty, 0, 0)
+        scores = self._forward(plan.distinct, items)
+        sorter = np.argsort(items, kind="stable")
+        at = sorter[np.searchsorted(items, plan.inverse[rows], sorter=sorter)]
+        longest = max(len(plan.distinct[i]) for i in items)
+        return ScoredBatch(rows, scores[at], len(items), len(items) * longest)
+
+    def _forward(self, encoded: Sequence[EncodedPair], items: np.ndarray) -> np.ndarray:
+        """Float32 scores of ``encoded[items]`` from the backend, in that order."""
         try:
-            out[idx] = self.backend.score(collate([encoded[i] for i in idx], self.pad_id))
+            scores = self.backend.score(collate([encoded[i] for i in items], self.pad_id))
+            return np.asarray(scores, dtype=np.float32)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not is_oom(exc) or len(idx) == 1:
+            if not is_oom(exc) or len(items) == 1:
                 raise
             if self.backend.device.type == "cuda":
                 torch.cuda.empty_cache()
             with self._lock:
-                longest = max(len(encoded[i]) for i in idx)
-                self.max_tokens = max(longest, min(self.max_tokens, longest * len(idx)) * 3 // 4)
+                longest = max(len(encoded[i]) for i in items)
+                self.max_tokens = max(longest, min(self.max_tokens, longest * len(items)) * 3 // 4)
             logger.warning(
                 "out of memory on a batch of %d pairs; retrying in halves (budget now %d tokens)",
-                len(idx),
+                len(items),
                 self.max_tokens,
             )
-            half = len(idx) // 2
-            self.score_into(encoded, idx[:half], out)
-            self.score_into(encoded, idx[half:], out)
+            half = len(items) // 2
+            first = self._forward(encoded, items[:half])
+            return np.concatenate([first, self._forward(encoded, items[half:])])

@@ -2,11 +2,14 @@
 
 A request is tokenized in a thread pool (never on the event loop) into pairs, which join one
 FIFO queue shared by all requests. A dedicated inference thread takes pairs from the head of
-the queue, waits at most ``max_wait_ms`` for a batch to fill, sorts what it took by length and
-packs it into batches under ``max_batch_tokens`` padded tokens with the core's
-:func:`~crossrank.engine.batching.plan_batches`, and scores each batch through the reranker's
-engine (the same collate / backend / out-of-memory path as :meth:`Reranker.compute_score`).
-A request's future resolves when its last pair is scored.
+the queue (a window of a few batches' worth of tokens), waiting at most ``max_wait_ms`` for a
+batch to fill, and hands the window to the reranker's engine: :meth:`Engine.plan
+<crossrank.engine.runner.Engine.plan>` scores identical pairs once (across requests too) and packs
+the distinct ones into length-sorted batches under ``max_batch_tokens`` padded tokens, and
+:meth:`Engine.score_batch <crossrank.engine.runner.Engine.score_batch>` runs each batch (the
+same collate / backend / out-of-memory path as :meth:`Reranker.compute_score`, one score per
+output of the model). Between batches, the pairs of requests dropped meanwhile are skipped. A
+request's future resolves when its last pair is scored.
 
 Admission is per request and by expected wait: the scheduler measures its own drain rate (a
 moving average of the pairs per second of recent batches) and refuses (:class:`Overloaded`,
@@ -31,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossrank.engine.batching import plan_batches
 from crossrank.engine.chunking import ChunkSpec, EncodedRequest, best_per_document, encode_request
+from crossrank.engine.runner import Batch, ScorePlan
 from crossrank.server.admission import Admission
 from crossrank.server.errors import BackendError, Unavailable
 from crossrank.server.metrics import Metrics
@@ -59,6 +62,7 @@ class _Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float
+    width: int  # scores per pair: the model's outputs
     scores: np.ndarray = field(init=False)
     remaining: int = field(init=False)
     started: bool = False
@@ -67,7 +71,8 @@ class _Job:
     queue_tokens: int = 0  # their tokens
 
     def __post_init__(self) -> None:
-        self.scores = np.zeros(len(self.encoded.pairs), dtype=np.float32)
+        n = len(self.encoded.pairs)
+        self.scores = np.zeros((n, self.width) if self.width > 1 else n, dtype=np.float32)
         self.remaining = len(self.encoded.pairs)
 
 
@@ -171,7 +176,9 @@ class Scheduler:
     async def score(
         self, query: str, texts: Sequence[str], spec: ChunkSpec
     ) -> tuple[np.ndarray, int]:
-        """Logits of each text against ``query`` (best chunk per text) and the tokens scored.
+        """Logits of each text against ``query`` (best chunk per text) and the tokens scored:
+        ``[n_texts]``, or ``[n_texts, n_outputs]`` for a model with several outputs (cutoff
+        layers).
 
         Raises :class:`Overloaded` when the request would wait too long, :class:`BackendError`
         when the model fails, :class:`Stopped` on shutdown, and the input errors of
@@ -198,7 +205,8 @@ class Scheduler:
             self.metrics.tokenize_duration.observe(time.perf_counter() - t0)
             if not encoded.pairs:
                 return np.zeros(0, dtype=np.float32), 0
-            job = _Job(encoded, loop.create_future(), loop, time.monotonic())
+            width = self.engine.backend.n_outputs
+            job = _Job(encoded, loop.create_future(), loop, time.monotonic(), width)
             with self._cond:
                 if self._stop or (self._draining and len(encoded.pairs) > self._drain_room):
                     raise Stopped(
@@ -329,43 +337,48 @@ class Scheduler:
 
     def _process(self, window: list[tuple[_Job, int]]) -> None:
         m = self.metrics
-        lengths = [len(job.encoded.pairs[i]) for job, i in window]
         self.max_batch_tokens = min(self.max_batch_tokens, self.engine.max_tokens)
-        for idx in plan_batches(
-            lengths, max_tokens=self.max_batch_tokens, max_pairs=self.max_batch_pairs
-        ):
-            items = [window[k] for k in idx if not window[k][0].dead]
-            if len(items) < len(idx):  # taken from the queue, then their request was dropped
-                m.dropped.inc(len(idx) - len(items))
+        plan = self.engine.plan(
+            [job.encoded.pairs[i] for job, i in window],
+            max_tokens=self.max_batch_tokens,
+            batch_size=self.max_batch_pairs,
+        )
+        for batch in plan.batches:
+            live = np.asarray([r for r in batch.rows if not window[r][0].dead], dtype=np.int64)
+            if len(live) < len(batch.rows):  # taken from the queue, then their request dropped
+                m.dropped.inc(len(batch.rows) - len(live))
             settled: list[tuple[_Job, object, BaseException | None]] = []
             try:
-                if items:
-                    settled = self._score_batch(items, m)
+                if len(live):
+                    settled = self._score_batch(window, plan, batch, live, m)
             finally:
                 with self._cond:
-                    self._queued -= len(idx)
+                    self._queued -= len(batch.rows)
                 m.queue_pairs.set(self._queued)
             for job, result, error in settled:  # answer once the queue count is released
                 _resolve(job, result, error)
 
     def _score_batch(
-        self, items: list[tuple[_Job, int]], m: Metrics
+        self,
+        window: list[tuple[_Job, int]],
+        plan: ScorePlan,
+        batch: Batch,
+        rows: np.ndarray,
+        m: Metrics,
     ) -> list[tuple[_Job, object, BaseException | None]]:
-        """Score one batch; returns the requests it completed (or failed)."""
+        """Score the window's pairs ``rows`` (of one planned batch); returns the requests it
+        completed (or failed)."""
         now = time.monotonic()
-        jobs = list(dict.fromkeys(job for job, _ in items))
+        jobs = list(dict.fromkeys(window[r][0] for r in rows))
         for job in jobs:
             if not job.started:
                 job.started = True
                 m.queue_duration.observe(now - job.enqueued)
-        pairs = [job.encoded.pairs[i] for job, i in items]
-        out = np.zeros(len(pairs), dtype=np.float32)
         t0 = time.perf_counter()
         try:
-            # the engine's own batch path: collate + backend.score, halving on out-of-memory
-            self.engine.score_into(pairs, np.arange(len(pairs)), out)
+            scored = self.engine.score_batch(plan, batch, rows)
         except Exception as exc:
-            logger.exception("scoring a batch of %d pairs failed", len(pairs))
+            logger.exception("scoring a batch of %d pairs failed", len(rows))
             error = BackendError(f"model error: {type(exc).__name__}: {exc}")
             with self._cond:
                 for job in jobs:
@@ -373,14 +386,15 @@ class Scheduler:
             return [(job, None, error) for job in jobs]
         elapsed = max(time.perf_counter() - t0, 1e-6)
         m.inference_duration.observe(elapsed)
-        m.batch_pairs.observe(len(pairs))
-        m.batch_tokens.observe(len(pairs) * max(len(p) for p in pairs))
+        m.batch_pairs.observe(scored.pairs)
+        m.batch_tokens.observe(scored.tokens)
         m.batch_requests.observe(len(jobs))
-        m.pairs.inc(len(pairs))
-        self.admission.measure(len(pairs), elapsed)
+        m.pairs.inc(len(rows))
+        self.admission.measure(len(rows), elapsed)
         m.drain_rate.set(self.admission.rate)
         done = []
-        for (job, i), score in zip(items, out):
+        for r, score in zip(scored.rows, scored.scores):
+            job, i = window[r]
             job.scores[i] = score
             job.remaining -= 1
             if job.remaining == 0:
