@@ -2,14 +2,12 @@
 
 A request is tokenized in a thread pool (never on the event loop) into pairs, which join one
 FIFO queue shared by all requests. A dedicated inference thread takes pairs from the head of
-the queue (a window of a few batches' worth of tokens), waiting at most ``max_wait_ms`` for a
-batch to fill, and hands the window to the reranker's engine: :meth:`Engine.plan
-<crossrank.engine.runner.Engine.plan>` scores identical pairs once (across requests too) and packs
-the distinct ones into length-sorted batches under ``max_batch_tokens`` padded tokens, and
-:meth:`Engine.score_batch <crossrank.engine.runner.Engine.score_batch>` runs each batch (the
-same collate / backend / out-of-memory path as :meth:`Reranker.compute_score`, one score per
-output of the model). Between batches, the pairs of requests dropped meanwhile are skipped. A
-request's future resolves when its last pair is scored.
+the queue (a few batches' worth of tokens), waiting at most ``max_wait_ms`` for a batch to
+fill, and hands them to the engine's one batch path (:mod:`crossrank.engine.runner`, as
+:meth:`Reranker.compute_score`): ``Engine.plan`` scores identical pairs once (across requests
+too) in length-sorted batches under ``max_batch_tokens`` padded tokens, ``Engine.score_batch``
+runs each (one score per output of the model), skipping pairs of requests dropped meanwhile.
+A request's future resolves when its last pair is scored.
 
 Admission is per request and by expected wait: the scheduler measures its own drain rate (a
 moving average of the pairs per second of recent batches) and refuses (:class:`Overloaded`,
