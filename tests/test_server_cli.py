@@ -270,3 +270,58 @@ def test_sigterm_under_load_answers_503_quietly(bert_dir, tmp_path):
     assert all(isinstance(e, httpx.TransportError) for e in refused), refused
     log = srv.text()
     assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
+
+
+def test_two_cutoff_layers_are_refused_at_start(minicpm_dir):
+    """Every API gives one score per document: ``--cutoff-layers 2 3`` is one line and exit 2
+    (it used to start, fail its warm-up and answer 503 "not ready" for ever)."""
+    cmd = [sys.executable, "-m", "crossrank", "serve", "-m", str(minicpm_dir)]
+    cmd += ["--cutoff-layers", "2", "3", "--device", "cpu", "--port", str(free_port())]
+    p = subprocess.run(cmd, env=serve_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crossrank: error: --cutoff-layers 2 3:"), lines
+    assert "one score per document" in lines[0]
+
+
+def test_a_layerwise_model_serves_one_cutoff_layer(minicpm_dir, tmp_path):
+    from server_helpers import serving
+
+    docs = docs_for(3, 5)
+    args = ["--cutoff-layers", "3", "--max-length", "64"]
+    with serving(minicpm_dir, tmp_path / "serve.log", *args) as srv:
+        body = {"query": QUERY, "texts": docs, "raw_scores": True}
+        r = httpx.post(f"{srv.base}/rerank", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        assert srv.stop() == 0
+    got = {x["index"]: x["score"] for x in r.json()}
+    rr = Reranker(minicpm_dir, device="cpu", max_length=64, cutoff_layers=3)
+    want = rr.compute_score([[QUERY, d] for d in docs])
+    np.testing.assert_allclose([got[i] for i in range(len(docs))], want, atol=1e-5)
+
+
+def test_a_model_that_fails_its_warm_up_exits_non_zero(bert_dir, tmp_path):
+    """A checkpoint that loads but cannot score (its embedding table is smaller than its
+    tokenizer's vocabulary): ``crossrank serve`` exits 1 with one clear last line, instead of
+    answering 503 "not ready" for ever."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bert_dir, broken)
+    tensors = load_file(broken / "model.safetensors")
+    name = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[name] = tensors[name][:5].clone()
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "vocab_size": 5}))
+
+    cmd = [sys.executable, "-m", "crossrank", "serve", "-m", str(broken), "--device", "cpu"]
+    cmd += ["--port", str(free_port())]
+    p = subprocess.run(cmd, env=serve_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("crossrank: error: the model could not be started: "), last
+    assert "IndexError" in last

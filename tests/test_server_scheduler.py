@@ -475,3 +475,14 @@ def test_several_outputs_per_pair_through_the_scheduler(minicpm_dir):
     assert logits.shape == (len(docs), 2)
     np.testing.assert_allclose(logits[:, 0], want[2], atol=TOL, rtol=0)
     np.testing.assert_allclose(logits[:, 1], want[3], atol=TOL, rtol=0)
+
+
+def test_the_app_refuses_a_model_with_several_outputs(minicpm_dir):
+    """Every API gives one score per document: two cutoff layers are refused at once."""
+    from crossrank.errors import CrossrankError
+
+    layered = Reranker(minicpm_dir, device="cpu", max_length=64, cutoff_layers=[2, 3])
+    with pytest.raises(CrossrankError, match=r"--cutoff-layers 2 3: .*one score per document"):
+        create_app(layered, ServerSettings())
+    single = Reranker(minicpm_dir, device="cpu", max_length=64, cutoff_layers=[3])
+    create_app(single, ServerSettings())  # one layer is served

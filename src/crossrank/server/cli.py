@@ -16,7 +16,7 @@ import signal
 import sys
 
 from crossrank.cli_args import UsageError, add_model_args, load_reranker
-from crossrank.errors import missing_extra
+from crossrank.errors import CrossrankError, missing_extra
 from crossrank.server import settings as settings_mod
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise missing_extra("server", "uvicorn") from None
     from crossrank.server.app import create_app
 
+    if args.cutoff_layers is not None and len(args.cutoff_layers) > 1:
+        layers = " ".join(map(str, args.cutoff_layers))
+        raise UsageError(
+            f"--cutoff-layers {layers}: the server gives one score per document; serve one "
+            f"cutoff layer (e.g. --cutoff-layers {args.cutoff_layers[0]}), or score several "
+            "with crossrank score or Reranker.compute_layer_scores"
+        )
     level = getattr(logging, settings.log_level.upper())
     for name in ("crossrank.server", "uvicorn"):
         logging.getLogger(name).setLevel(level)
@@ -143,11 +150,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.graceful_timeout,
         lifespan="on",
     )
-    server = make_server(config, app.state.crossrank)
+    service = app.state.crossrank
+    server = make_server(config, service)
     # uvicorn stops accepting on SIGTERM, finishes in-flight requests, runs the shutdown, then
     # re-raises the signal; a no-op handler turns that into a clean exit 0
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
+    if service.failure is not None:  # the warm-up failed: the server stopped at once
+        if isinstance(service.failure, CrossrankError):
+            raise CrossrankError(f"the model could not be started: {service.failure}")
+        print(
+            f"crossrank: error: the model could not be started: {service.failed}", file=sys.stderr
+        )
+        return 1
     return 0 if server.started else 1
 
 
@@ -155,7 +170,8 @@ def _server_class():
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, telling the app when a shutdown signal arrives.
+        """uvicorn's server, telling the app when a shutdown signal arrives, and stopping
+        when the model fails to start (never serving 503 "not ready" for ever).
 
         The app then answers 503 to the queued requests that cannot finish within the
         graceful timeout (uvicorn itself would cancel them when it runs out)."""
@@ -168,6 +184,11 @@ def _server_class():
         async def serve(self, sockets=None) -> None:
             self._loop = asyncio.get_running_loop()
             await super().serve(sockets)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self._state.failure is not None:
+                return True  # shut down: cmd_serve reports the failure
+            return await super().on_tick(counter)
 
         def handle_exit(self, sig, frame) -> None:
             first = not self.should_exit

@@ -39,16 +39,41 @@ async def until_disconnect(receive: Any) -> None:
             return
 
 
+def check_servable(reranker: Any) -> None:
+    """Refuse (:class:`~crossrank.errors.CrossrankError`) a model with several scores per pair:
+    every API answers one score per document, so a layerwise model is served at one cutoff
+    layer (``Reranker.compute_layer_scores`` gives several at once)."""
+    n = reranker.engine.backend.n_outputs
+    if n != 1:
+        layers = reranker.cutoff_layers or []
+        given = " ".join(map(str, layers)) or f"{n} outputs"
+        one = f" (e.g. --cutoff-layers {layers[0]})" if layers else ""
+        raise CrossrankError(
+            f"--cutoff-layers {given}: the server gives one score per document; serve one "
+            f"cutoff layer{one}, or score several with crossrank score or "
+            "Reranker.compute_layer_scores"
+        )
+
+
 class Service:
-    """The model and its scheduler behind every route; ``/health`` reads ``ready``/``failed``."""
+    """The model and its scheduler behind every route; ``/health`` reads ``ready``/``failed``.
+
+    A model with several scores per pair (:func:`check_servable`) is refused here when given,
+    and makes :meth:`start` fail when loaded from the settings.
+    """
 
     def __init__(self, settings: ServerSettings, reranker: Any | None) -> None:
+        if reranker is not None:
+            check_servable(reranker)
         self.settings = settings
         self.metrics = Metrics()
         self.reranker = reranker
         self.scheduler: Scheduler | None = None
         self.ready = False
+        #: why the model could not be started (load or warm-up): ``/health`` says "failed" and
+        #: ``crossrank serve`` exits
         self.failed: str | None = None
+        self.failure: Exception | None = None
         self.stopping = False
         name = settings.served_model_name or settings.model
         if name is None and reranker is not None:
@@ -74,6 +99,7 @@ class Service:
                     max_batch_tokens=s.max_batch_tokens,
                     show_progress=False,
                 )
+                check_servable(self.reranker)
             self.scheduler = Scheduler(
                 self.reranker,
                 self.metrics,
@@ -87,7 +113,8 @@ class Service:
             if s.warmup:
                 passages = ["warm-up passage", "warm-up passage " * 64]
                 await self.scheduler.score("warm-up query", passages, ChunkSpec())
-        except Exception as exc:  # reported by /health and the log, never a crash
+        except Exception as exc:  # reported by /health and the log; crossrank serve exits
+            self.failure = exc
             self.failed = f"{type(exc).__name__}: {exc}"
             logger.error("the model could not be started: %s", self.failed)
             return
