@@ -9,7 +9,9 @@ mean per-query Spearman correlation of the scores, and nDCG@10 of the reranked l
 change), computed with ir-measures (pytrec_eval) on the dev qrels. The BM25 run's own nDCG@10
 on the same queries is printed for context.
 
-Variants: ``onnx`` (fp32), ``onnx-int8``, ``torch-bf16``. The default model is the bundled
+Variants: ``onnx`` (fp32), ``onnx-int8`` (the int8 format of this CPU), ``onnx-int8-u8u8``
+(the u8 x u8 format crossrank uses on x86 CPUs without VNNI, on any CPU: the same integer
+products as there), ``torch-bf16``. The default model is the bundled
 reranker ``models/minilm-debian`` (the benchmark's ``minilm``, benchmarks/prepare.py).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,12 +71,18 @@ def score(model: Path, variant: str, pairs: list[list[str]]) -> tuple[np.ndarray
     from crossrank import Reranker
 
     backend, _, kind = variant.partition("-")
+    kind, _, scheme = kind.partition("-")
     kwargs: dict = {"backend": backend}
     if kind == "int8":
         kwargs["quantize"] = "int8"
     elif kind:
         kwargs["dtype"] = kind
-    rr = Reranker(model, device="cpu", show_progress=True, **kwargs)
+    if scheme:  # onnx-int8-u8u8: the int8 format of x86 CPUs without VNNI, on any CPU
+        os.environ["CROSSRANK_INT8_SCHEME"] = scheme
+    try:
+        rr = Reranker(model, device="cpu", show_progress=True, **kwargs)
+    finally:
+        os.environ.pop("CROSSRANK_INT8_SCHEME", None)
     t0 = time.perf_counter()
     out = np.array(rr.compute_score(pairs), dtype=np.float64)
     return out, time.perf_counter() - t0
