@@ -97,6 +97,19 @@ def wait_ready(client) -> None:
     raise AssertionError(f"never ready: {client.get('/health').json()}")
 
 
+def ready_client(rr, **settings):
+    """A ready TestClient of ``create_app(rr, ServerSettings(**settings))`` (a generator for a
+    fixture: ``yield from ready_client(rr, max_wait_ms=1)``)."""
+    from fastapi.testclient import TestClient
+
+    from crossrank.server.app import create_app
+    from crossrank.server.settings import ServerSettings
+
+    with TestClient(create_app(rr, ServerSettings(**settings))) as c:
+        wait_ready(c)
+        yield c
+
+
 def assert_error_shape(path: str, body: dict) -> None:
     """TEI ``{error, error_type}``, Cohere v1 / Jina ``{message, detail}``, v2 ``{message}``,
     vLLM ``{error: {message, type, param, code}}``."""

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from crossrank.reranker import Reranker  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
 from crossrank.server.settings import ServerSettings  # noqa: E402
-from server_helpers import DOCS, QUERY, assert_error_shape, wait_ready  # noqa: E402
+from server_helpers import DOCS, QUERY, assert_error_shape, ready_client  # noqa: E402
 
 TOL = 1e-6
 #: vLLM's documentation examples
@@ -28,10 +28,7 @@ def rr(bert_dir) -> Reranker:
 
 @pytest.fixture(scope="module")
 def client(rr):
-    app = create_app(rr, ServerSettings(max_wait_ms=1, max_client_batch_size=8))
-    with TestClient(app) as c:
-        wait_ready(c)
-        yield c
+    yield from ready_client(rr, max_wait_ms=1, max_client_batch_size=8)
 
 
 def library(rr: Reranker, pairs: list[tuple[str, str]], **kw) -> np.ndarray:
