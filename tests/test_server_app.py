@@ -4,6 +4,7 @@ The route tests run against an encoder (BERT) and an LLM family (Gemma)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from crossrank.engine.tokenize import EncodedPair  # noqa: E402
@@ -341,3 +343,17 @@ def test_info_shows_the_auto_backend_choice(bert_dir, client):
     assert info["backend_choice"] == rr.backend_choice.as_dict()
     timings = info["backend_choice"]["timings"]
     assert timings[0]["candidate"] == "torch fp32" and timings[0]["pairs_per_s"] > 0
+
+
+def test_head_health_answers_like_get(client, rr):
+    r = client.head("/health")
+    assert r.status_code == 200 and r.content == b""
+    app = create_app(rr, ServerSettings())
+
+    async def before_startup() -> httpx.Response:  # no lifespan: the model never gets ready
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.head("/health")
+
+    r = asyncio.run(before_startup())
+    assert r.status_code == 503 and r.content == b""

@@ -1,4 +1,4 @@
-"""The service routes: ``GET /health``, ``/info`` (derived from the settings) and ``/metrics``."""
+"""The service routes: ``GET`` / ``HEAD /health``, ``/info`` (derived from the settings) and ``/metrics``."""
 
 from typing import Any, Literal
 
@@ -70,6 +70,11 @@ def router(service: Service) -> APIRouter:
             return {"status": "ok"}
         status = "stopping" if service.stopping else "failed" if service.failed else "loading"
         return JSONResponse({"status": status}, status_code=503)
+
+    @api.head("/health", response_class=Response, responses={503: {}})
+    async def health_head() -> Response:
+        """``GET /health``'s status with an empty body (for load balancers' HEAD probes)."""
+        return Response(status_code=200 if service.ready and not service.stopping else 503)
 
     @api.get("/info", response_model=InfoResponse)
     async def get_info() -> Any:
