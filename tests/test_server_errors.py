@@ -203,6 +203,27 @@ def test_404_405_shapes(client):
     assert r.status_code == 405 and r.json()["error_type"] == "MethodNotAllowed"
 
 
+@pytest.mark.parametrize(
+    "path,shape",
+    [
+        ("/v2/nothing", "/v2/rerank"),
+        ("/v1/nothing", "/v1/rerank"),
+        ("/v1/score/nothing", "/v1/rerank"),
+        ("/nothing", "/rerank"),
+    ],
+)
+def test_unknown_route_takes_its_prefix_shape(client, path, shape):
+    r = client.post(path, json={"query": QUERY, "documents": DOCS})
+    assert r.status_code == 404
+    assert_error_shape(shape, r.json())
+
+
+def test_exact_paths_come_before_prefixes(client):
+    r = client.get("/v1/score")  # vLLM's route, under /v1/: still vLLM's shape
+    assert r.status_code == 405
+    assert_error_shape("vllm", r.json())
+
+
 # -- internal faults are 500s with a request id, never the client's fault ----------------
 
 

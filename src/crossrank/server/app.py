@@ -91,6 +91,8 @@ def create_app(
     shapes = {path: api.error_body for api in apis for path in api.PATHS}
     error_models = {path: api_error_model(api) for api in apis for path in api.PATHS}
     rerank_paths = frozenset(shapes)
+    # an unknown route under an API's prefix (POST /v2/nothing) answers in that API's shape
+    shapes |= {prefix: api.error_body for api in apis for prefix in api.PREFIXES}
 
     def respond(request: Request, exc: BaseException):
         return guard.error_response(shapes, tei.error_body, request.scope, exc)

@@ -37,7 +37,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 #: an API's error body, ``(message, error_type, status) -> dict``
 ErrorBody = Callable[[str, str, int], dict]
-#: path -> error body of its API
+#: path -> error body of its API; a key ending in ``/`` is a prefix: the paths under it
 ErrorShapes = Mapping[str, ErrorBody]
 
 
@@ -68,9 +68,22 @@ def error_response(
             exc_info=exc,
         )
         message = f"internal server error (request id {rid}; the server log has the details)"
-    shape = scope.get("state", {}).get("error_body") or shapes.get(scope.get("path", ""), default)
+    shape = scope.get("state", {}).get("error_body") or shape_of(
+        shapes, default, scope.get("path", "")
+    )
     body = shape(message, error_type, status)
     return JSONResponse(body, status_code=status, headers=headers_of(exc))
+
+
+def shape_of(shapes: ErrorShapes, default: ErrorBody, path: str) -> ErrorBody:
+    """The error body of ``path``: its own route's, else the longest prefix's, else ``default``.
+
+    An exact path comes first (vLLM's ``/v1/score`` stays vLLM's under Cohere v1's ``/v1/``).
+    """
+    if path in shapes:
+        return shapes[path]
+    prefixes = [p for p in shapes if p.endswith("/") and path.startswith(p)]
+    return shapes[max(prefixes, key=len)] if prefixes else default
 
 
 class Guard:

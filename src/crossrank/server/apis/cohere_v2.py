@@ -22,6 +22,8 @@ from crossrank.server.errors import RERANK_STATUSES
 from crossrank.server.service import Service
 
 PATHS = frozenset({"/v2/rerank"})
+#: the path prefixes whose other (unknown) routes answer in this API's error shape
+PREFIXES = frozenset({"/v2/"})
 
 
 class CohereError(BaseModel):

@@ -13,6 +13,8 @@ from crossrank.server.errors import RERANK_STATUSES
 from crossrank.server.service import Service
 
 PATHS = frozenset({"/rerank"})
+#: the path prefixes whose other routes answer in this API's shape (TEI's is the default)
+PREFIXES: frozenset[str] = frozenset()
 
 
 class TEIError(BaseModel):

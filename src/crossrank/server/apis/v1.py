@@ -36,6 +36,8 @@ from crossrank.server.errors import RERANK_STATUSES
 from crossrank.server.service import Service
 
 PATHS = frozenset({"/v1/rerank"})
+#: the path prefixes whose other (unknown) routes answer in this API's error shape
+PREFIXES = frozenset({"/v1/"})
 
 
 class V1Error(BaseModel):

@@ -36,6 +36,8 @@ from crossrank.server.errors import RERANK_STATUSES, BadRequest
 from crossrank.server.service import Service
 
 PATHS = frozenset({"/score", "/v1/score"})
+#: the path prefixes whose other routes answer in this API's shape (none: /v1/ is Cohere v1's)
+PREFIXES: frozenset[str] = frozenset()
 
 
 class VLLMErrorInfo(BaseModel):
