@@ -270,3 +270,20 @@ def test_user_mistakes_are_clear_input_errors(rr, bert_dir):
     ):
         with pytest.raises(CrossrankError, match=message):
             Reranker(bert_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "pairs,message",
+    [
+        (["q", None], "pair 0: the passage is None, not a string"),
+        ([None, "p"], "pair 0: the query is None, not a string"),
+        ([("q", "p"), ("q", None)], "pair 1: the passage is None, not a string"),
+        ([("q", "p"), [3, "p"]], r"pair 1: the query is an int \(3\), not a string"),
+        ([("q", "p"), "x"], r"pair 1 is not a \[query, passage\] pair: 'x'"),
+    ],
+)
+def test_a_bad_pair_says_what_is_wrong(rr, pairs, message):
+    from crossrank.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        rr.compute_score(pairs)

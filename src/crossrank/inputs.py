@@ -95,17 +95,40 @@ def as_pairs(pairs: Any) -> list[tuple[str, str]]:
             f"pairs must be an iterable of [query, passage] pairs, got {type(pairs).__name__}"
         )
     items = pairs if isinstance(pairs, Sequence) else list(pairs)
-    if len(items) == 2 and all(isinstance(x, str) for x in items):
-        return [(items[0], items[1])]
+    if (
+        len(items) == 2
+        and any(isinstance(x, str) for x in items)
+        and not any(map(_pairlike, items))
+    ):
+        # one pair (a list of pairs holds no strings): ["q", None] is pair 0 with no passage
+        return [_pair(0, items)]
     out = []
     for i, pair in enumerate(items):
         if isinstance(pair, (str, bytes, Mapping)) or not isinstance(pair, Iterable):
             raise InputError(f"pair {i} is not a [query, passage] pair: {pair!r:.80}")
-        pair = tuple(pair)
-        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise InputError(f"pair {i} must be two strings [query, passage]: {pair!r:.80}")
-        out.append((pair[0], pair[1]))
+        out.append(_pair(i, tuple(pair)))
     return out
+
+
+def _pairlike(x: Any) -> bool:
+    return isinstance(x, Iterable) and not isinstance(x, (str, bytes, Mapping))
+
+
+def _pair(i: int, pair: Sequence[Any]) -> tuple[str, str]:
+    """Pair ``i`` as two strings, else an InputError saying which part is wrong and what it is."""
+    if len(pair) != 2:
+        raise InputError(f"pair {i} must be two strings [query, passage]: {pair!r:.80}")
+    for part, x in zip(("query", "passage"), pair):
+        if not isinstance(x, str):
+            name = type(x).__name__
+            what = (
+                "None" if x is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({x!r:.60})"
+            )
+            raise InputError(
+                f"pair {i}: the {part} is {what}, not a string; "
+                "a pair is two strings [query, passage]"
+            )
+    return (pair[0], pair[1])
 
 
 def as_documents(documents: Any, where: str = "documents") -> list[Document]:
