@@ -199,3 +199,20 @@ def test_default_model_is_v2_m3_with_a_clear_offline_error(tmp_path):
     )
     assert_usage_error(proc, "'BAAI/bge-reranker-v2-m3'")
     assert "--model crossrank/minilm-debian" in proc.stderr
+
+
+def test_rank_table_columns_align_with_long_ids(bert_dir, tmp_path, capsys):
+    from crossrank.cli import main
+
+    ids = ["a", "a-rather-long-document-id", "the-longest-document-identifier-here"]
+    texts = ["the giant panda", "a bear", "pandas eat bamboo"]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)))
+    assert main(["rank", "-m", str(bert_dir), "-q", "panda", "-d", str(docs)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 3
+    starts = {header.index("text")}
+    for row in rows:
+        shown = next(t for t in texts if row.endswith(t))
+        starts.add(len(row) - len(shown))
+    assert len(starts) == 1, [header, *rows]  # the text column starts at one offset

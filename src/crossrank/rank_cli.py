@@ -125,12 +125,13 @@ def cmd_rank(args: argparse.Namespace) -> int:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             return 0
         width = 72
-        out.write(f"{'rank':>4}  {'score':>10}  {'id':<12}  text\n")
-        for rank, r in enumerate(results, 1):
-            doc = docs[r.index]
-            text = " ".join(doc["text"].split())
+        ids = [str(docs[r.index].get("id", r.index)) for r in results]
+        id_width = max([12, *map(len, ids)])  # as wide as the longest id shown: text aligns
+        out.write(f"{'rank':>4}  {'score':>10}  {'id':<{id_width}}  text\n")
+        for rank, (r, doc_id) in enumerate(zip(results, ids), 1):
+            text = " ".join(docs[r.index]["text"].split())
             text = text if len(text) <= width else text[: width - 1] + "…"
-            out.write(f"{rank:>4}  {r.score:>10.4f}  {str(doc.get('id', r.index)):<12}  {text}\n")
+            out.write(f"{rank:>4}  {r.score:>10.4f}  {doc_id:<{id_width}}  {text}\n")
     return 0
 
 
