@@ -23,7 +23,7 @@ from crossrank.engine.auto import (
     onnx_available,
     pick,
 )
-from crossrank.engine.calibrate import cache_dir, calibration_pairs, spearman
+from crossrank.engine.calibrate import cache_dir, cache_key, calibration_pairs, spearman
 
 #: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
 #: (scripts/test-isa.sh)
@@ -120,7 +120,7 @@ def test_measured_choice_is_cached_and_shown(bert_dir, tmp_path, monkeypatch, ca
     """On a tiny checkpoint: every candidate this CPU runs is timed and checked, the choice is
     the fastest faithful one, the decision is written to the cache with the machine's
     fingerprint, a second load reads it (no measuring), and touching the weights measures
-    again."""
+    again (options are part of the key too: ``cache_key`` hashes them beside the files)."""
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="crossrank.engine"):
         rr = Reranker(bert_dir, device="cpu", max_length=64, backend="auto")
@@ -145,9 +145,6 @@ def test_measured_choice_is_cached_and_shown(bert_dir, tmp_path, monkeypatch, ca
     assert again.backend_choice.describe() == choice.describe()
     assert again.backend_choice.timings == tuple(Timing(**t.as_dict()) for t in choice.timings)
 
-    # other options are another workload: measured again
-    other = Reranker(bert_dir, device="cpu", max_length=32, backend="auto")
-    assert other.backend_choice.source == "measured"
     weights = next(Path(bert_dir).glob("*.safetensors"))
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
@@ -156,6 +153,16 @@ def test_measured_choice_is_cached_and_shown(bert_dir, tmp_path, monkeypatch, ca
         assert touched.backend_choice.source == "measured"
     finally:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_cache_key_follows_options_and_machine(monkeypatch):
+    identity = ["/m", ["config.json", 10, 1]]
+    key, fp = cache_key(identity, {"max_length": 64})
+    assert cache_key(identity, {"max_length": 64})[0] == key
+    assert cache_key(identity, {"max_length": 32})[0] != key
+    assert cache_key(["/m", ["config.json", 10, 2]], {"max_length": 64})[0] != key
+    monkeypatch.setattr(torch, "get_num_threads", lambda: fp["threads"] + 1)
+    assert cache_key(identity, {"max_length": 64})[0] != key  # another thread count
 
 
 def test_measuring_off_falls_back_on_the_rules(bert_dir, monkeypatch):
@@ -177,8 +184,9 @@ def test_auto_on_this_machine_keeps_the_ranking():
         "text editor for programmers",
     ]
     pairs = [(q, d) for q in queries for d in docs]
-    exact = np.array(Reranker("crossrank/minilm-debian", device="cpu").compute_score(pairs))
-    auto = Reranker("crossrank/minilm-debian", device="cpu", backend="auto")
+    bundled = {"device": "cpu", "max_length": 128}  # the length the bundled model is used at
+    exact = np.array(Reranker("crossrank/minilm-debian", **bundled).compute_score(pairs))
+    auto = Reranker("crossrank/minilm-debian", backend="auto", **bundled)
     chosen = [t for t in auto.backend_choice.timings if t.pairs_per_s > 0 and t.faithful]
     assert chosen and all(t.spearman >= 0.99 for t in chosen)
     got = np.array(auto.compute_score(pairs))
