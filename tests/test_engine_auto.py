@@ -202,3 +202,28 @@ def test_candidate_describe():
     assert Candidate("onnx", "int8").describe() == "onnx int8"
     assert Candidate("torch", dtype=torch.bfloat16).describe() == "torch bf16"
     assert Candidate("torch").describe() == "torch fp32"
+
+
+def test_a_layerwise_model_with_several_cutoff_layers_is_measured(
+    minicpm_dir, tmp_path, monkeypatch
+):
+    """Calibration compares the first cutoff layer (what compute_score gives) when the model
+    scores several."""
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    rr = Reranker(minicpm_dir, device="cpu", backend="auto", cutoff_layers=[2, 1])
+    assert rr.backend_choice.source == "measured" and rr.backend_choice.timings
+    assert rr.backend_choice.timings[0].spearman == 1.0
+    assert set(rr.compute_layer_scores(["q", "a passage"])) == {2, 1}
+
+
+def test_backends_command_prints_the_table_and_refuses_a_fixed_backend(
+    bert_dir, tmp_path, monkeypatch, capsys
+):
+    from crossrank.cli import main
+
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    assert main(["backends", "-m", str(bert_dir), "--device", "cpu", "--max-length", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "decision:" in out and "torch fp32" in out and "*" in out
+    assert main(["backends", "-m", str(bert_dir), "--backend", "onnx"]) == 2
+    assert "drop --backend" in capsys.readouterr().err

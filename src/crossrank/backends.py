@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from crossrank.cli_args import add_model_args, load_reranker
+from crossrank.cli_args import UsageError, add_model_args, load_reranker
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from crossrank.cpu import describe
     from crossrank.engine.calibrate import fingerprint
 
-    args.backend, args.quantize = "auto", None
+    if args.backend not in ("torch", "auto") or args.quantize is not None:
+        raise UsageError(
+            "crossrank backends measures every backend itself; drop --backend / --quantize"
+        )
+    args.backend = "auto"
     if args.refresh:
         os.environ["CROSSRANK_AUTO_MEASURE"] = "refresh"
     rr = load_reranker(args, show_progress=False)

@@ -247,7 +247,14 @@ def measure_for(
             show_progress=False,
             **options,
         )
-        return lambda pairs: np.asarray(rr.compute_score(pairs), dtype=np.float32)
+
+        def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+            if rr.backend.n_outputs > 1:  # several cutoff layers: compare the first one's
+                layers = rr.compute_layer_scores(pairs)
+                return np.asarray(next(iter(layers.values())), dtype=np.float32)
+            return np.asarray(rr.compute_score(pairs), dtype=np.float32)
+
+        return score
 
     identity = model_identity(model_dir, [Path(adapter_dir)] if adapter_dir else [])
 
