@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -38,13 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "minilm-debian"
 HEAD_PORT, DASHBOARD_PORT = 6391, 8271
 GRID = ((1, 2), (2, 1))  # (replicas, threads per replica)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def build_pairs(data: Path, n: int, path: Path) -> None:
@@ -206,7 +198,9 @@ def main() -> None:
 
     pairs_path = args.workdir / f"pairs-{args.pairs}.parquet"
     build_pairs(args.data, args.pairs, pairs_path)
-    result = {"cpu": cpu_name(), "cores": os.cpu_count(), "pairs": args.pairs,
+    from crossrank.cpu import describe
+
+    result = {"cpu": describe(), "cores": os.cpu_count(), "pairs": args.pairs,
               "ray": ray.__version__, "torch": torch.__version__, "runs": {}}  # fmt: skip
 
     # rounds interleave the three configurations, so load changes on a shared machine hit all

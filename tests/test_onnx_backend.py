@@ -95,6 +95,20 @@ def test_int8_runs_and_keeps_the_ranking():
     assert spearman(got, ref) > 0.99
 
 
+def test_int8_export_keeps_the_quantizers_advice_out_of_the_logs(bert_dir, caplog):
+    """ONNX Runtime's quantizer logs advice on the root logger (nothing a user can act on):
+    dropped while it runs, and the root logger is left as it was."""
+    import logging
+
+    root = logging.getLogger()
+    filters, level = list(root.filters), root.level
+    with caplog.at_level(logging.INFO):
+        Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8")
+    assert not [r for r in caplog.records if "onnxruntime/quantization" in r.pathname]
+    assert "exporting" in caplog.text  # crossrank's own records still pass
+    assert root.filters == filters and root.level == level
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_per_token_product_quantizes_each_row_alone(scheme):
     """The feed-forward int8 product gives every row (token) its own activation scale: it

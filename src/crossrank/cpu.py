@@ -89,7 +89,6 @@ def int8_scheme(features: Collection[str] | None = None, *, x86: bool | None = N
         return native
     if forced == "u8u8":
         return forced
-
     raise CrossrankError(
         f"CROSSRANK_INT8_SCHEME={forced!r}: use u8u8 (exact everywhere) or leave it unset; "
         "u8s8 saturates on this CPU (no VNNI / AMX int8 units)"

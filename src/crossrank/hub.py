@@ -30,6 +30,14 @@ _ALLOW = [
 ]
 
 
+def cache_dir(name: str) -> Path:
+    """crossrank's own cache directory ``name`` (``onnx`` exports, ``auto`` decisions, ``bm25``
+    indexes): ``$CROSSRANK_CACHE/name``, else ``~/.cache/crossrank/name``."""
+    base = os.environ.get("CROSSRANK_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "crossrank"
+    return root / name
+
+
 def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = None) -> Path:
     """Return a local directory holding the checkpoint ``model``.
 

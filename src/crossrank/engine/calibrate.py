@@ -20,7 +20,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossrank import hub
 from crossrank._version import __version__
 from crossrank.atomic import atomic_write_text
 from crossrank.bundled import EXAMPLE_DIR
@@ -71,9 +71,7 @@ def calibration_pairs() -> tuple[list[tuple[str, str]], list[int]]:
 
 def cache_dir() -> Path:
     """``$CROSSRANK_CACHE/auto`` or ``~/.cache/crossrank/auto``."""
-    base = os.environ.get("CROSSRANK_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "crossrank"
-    return root / "auto"
+    return hub.cache_dir("auto")
 
 
 def fingerprint() -> dict[str, Any]:

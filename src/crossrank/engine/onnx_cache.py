@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 from crossrank.atomic import atomic_dir
 from crossrank.cpu import int8_scheme
 from crossrank.engine.onnx_export import EXPORT_VERSION, OPSET, build
+from crossrank.hub import cache_dir
 from crossrank.models.weights import weight_files
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ logger = logging.getLogger(__name__)
 
 def cache_root() -> Path:
     """Where exported models live: ``$CROSSRANK_CACHE/onnx`` or ``~/.cache/crossrank/onnx``."""
-    base = os.environ.get("CROSSRANK_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "crossrank"
-    return root / "onnx"
+    return cache_dir("onnx")
 
 
 def checkpoint_hash(model_dir: Path) -> str:
@@ -47,19 +45,18 @@ def checkpoint_hash(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def variant(quantize: str | None) -> str:
-    """The cache entry's variant: ``fp32``, or ``int8-u8s8`` / ``int8-u8u8`` (the int8 product
-    format that is exact on this CPU)."""
+def variant(quantize: str | None, scheme: str | None = None) -> str:
+    """The cache entry's variant: ``fp32``, or ``int8-u8s8`` / ``int8-u8u8`` (``scheme``: the
+    int8 product format, default the one that is exact on this CPU)."""
     if quantize is None:
         return "fp32"
+    return f"{quantize}-{scheme or int8_scheme()}"
 
-    return f"{quantize}-{int8_scheme()}"
 
-
-def cache_key(model_dir: Path, quantize: str | None) -> str:
+def cache_key(model_dir: Path, quantize: str | None, scheme: str | None = None) -> str:
     import onnxruntime
 
-    kind = variant(quantize)
+    kind = variant(quantize, scheme)
     options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{kind}"
     digest = hashlib.sha256(f"{checkpoint_hash(model_dir)}|{options}".encode()).hexdigest()
     return f"{digest[:24]}-{kind}"
@@ -87,16 +84,15 @@ def cached_model(
     """The cached ONNX file for this checkpoint and options, exporting it on first use."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    key = cache_key(Path(model_dir), quantize)
+    scheme = int8_scheme() if quantize is not None else None
+    key = cache_key(Path(model_dir), quantize, scheme)
     final = root / key
     if (final / "meta.json").is_file():
         return final / "model.onnx"
     with _locked(root / f"{key}.lock"):
         if (final / "meta.json").is_file():  # another process built it while we waited
             return final / "model.onnx"
-        kind = variant(quantize)
-        logger.info("exporting %s to ONNX (%s) in %s", model_dir, kind, final)
-        scheme = kind.partition("-")[2] or None
+        logger.info("exporting %s to ONNX (%s) in %s", model_dir, variant(quantize, scheme), final)
         # an incomplete leftover under the final name (no meta.json) is replaced
         atomic_dir(final, lambda tmp: build(Path(model_dir), load_model, quantize, tmp, scheme))
     return final / "model.onnx"

@@ -32,7 +32,8 @@ def is_large(model) -> bool:
 
 def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:
     """Dynamic int8 quantization of the encoder's matrix products, 8-bit weights per output
-    channel (int8 for ``scheme="u8s8"``, uint8 for ``"u8u8"``: :data:`SCHEMES`). Activations: the attention block's products (ONNX Runtime's ``QAttention`` and
+    channel (int8 for ``scheme="u8s8"``, uint8 for ``"u8u8"``: :data:`SCHEMES`). Activations:
+    the attention block's products (ONNX Runtime's ``QAttention`` and
     ``DynamicQuantizeMatMul``) quantize their input with one scale per batch; the feed-forward
     products quantize it per token (:func:`per_token_matmuls`), which keeps one outlier token
     from coarsening the grid of every other token in the batch.
@@ -73,14 +74,19 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """Drop the advice ONNX Runtime's quantizer logs on the root logger while it runs (a
-    pre-processing suggestion, tensor-type notes): nothing a crossrank user can act on."""
+    pre-processing suggestion, tensor-type notes): nothing a crossrank user can act on. A filter
+    on the root logger sees only records logged on it directly (``logging.warning(...)``), so
+    records of named loggers, from any thread, pass as before."""
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+
+    def not_quantizer(record: logging.LogRecord) -> bool:
+        return "/onnxruntime/quantization/" not in record.pathname.replace("\\", "/")
+
+    root.addFilter(not_quantizer)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(not_quantizer)
 
 
 def per_token_matmuls(model, names: set[str], *, signed_weights: bool = True) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import InputError, missing_extra
+from crossrank.hub import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,8 @@ def corpus_key(corpus: Mapping[str, str], k1: float, b: float, method: str) -> s
 
 def default_cache_dir(dataset_dir: str | Path | None = None) -> Path:
     """Where BM25 indexes are cached (see the module docstring for the order)."""
-    env = os.environ.get("CROSSRANK_CACHE")
-    if env:
-        return Path(env).expanduser() / "bm25"
+    if os.environ.get("CROSSRANK_CACHE"):
+        return cache_dir("bm25")
     if dataset_dir is not None:
         root = Path(dataset_dir)
         cache = root / ".crossrank_cache"
@@ -78,7 +78,7 @@ def default_cache_dir(dataset_dir: str | Path | None = None) -> Path:
             return cache / "bm25"
         if root.is_dir() and os.access(root, os.W_OK) and not cache.exists():
             return cache / "bm25"
-    return Path.home() / ".cache" / "crossrank" / "bm25"
+    return cache_dir("bm25")
 
 
 @dataclass
