@@ -29,23 +29,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation (average ranks for ties)."""
-
-    def ranks(x):
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-        sums = np.bincount(inv, weights=r)
-        return (sums / counts)[inv]
-
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return 1.0 if np.array_equal(ra, rb) else 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as fh:
@@ -99,6 +82,8 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import prepare
+
+    from crossrank.engine.calibrate import spearman  # average ranks for ties
 
     model = args.model or prepare.build("minilm", args.cache)
     rows = prepare.dev_pairs(args.queries, args.candidates)
