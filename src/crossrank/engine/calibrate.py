@@ -254,9 +254,10 @@ def measure_for(
 
         return score
 
-    identity = model_identity(model_dir, [Path(adapter_dir)] if adapter_dir else [])
-
     def measure(cands: list[Candidate], refresh: bool) -> BackendChoice:
+        # read the checkpoint's files only when auto does measure (not on CUDA, not with
+        # measuring off)
+        identity = model_identity(model_dir, [Path(adapter_dir)] if adapter_dir else [])
         return measured_choice(cands, build, identity=identity, options=options, refresh=refresh)
 
     return measure
