@@ -14,7 +14,7 @@ Run with the peers' environment (FlagEmbedding + transformers) and crossrank on 
 FlagEmbedding's ``finetune.reranker.decoder_only.base`` / ``.layerwise`` models (its LLM
 dataset and collator with "A: " / "B: " instructions, left padding; full fine-tuning in fp32)
 on a decoder checkpoint, e.g. the test suite's tiny ones:
-    PYTHONPATH=src:tests .venv/bin/python -c 'from pathlib import Path; import tiny_llm as t; \
+    PYTHONPATH=src .venv/bin/python -c 'from pathlib import Path; import crossrank.testing as t; \
         t.gemma_checkpoint(Path("tiny-gemma")); t.minicpm_checkpoint(Path("tiny-cpm"))'
     PYTHONPATH=src benchmarks/.venv-peers/bin/python scripts/reference_step.py tiny-gemma \
         groups.jsonl --family gemma

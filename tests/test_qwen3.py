@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_families import (
+from oracle import (
     AUTHORS_PREFIX,
     authors_inputs,
     authors_scores,

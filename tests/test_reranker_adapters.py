@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_train_trainer import make_data
-from tiny_llm import hf_tokenizer, reference_llm_inputs, yes_id
+from crossrank.testing import write_groups
+from oracle import hf_llm_tokenizer, reference_llm_inputs, yes_id
 
 PAIRS = [
     ("what is panda?", "The giant panda is a bear that eats bamboo."),
@@ -32,7 +32,7 @@ def peft_adapter(tmp_path_factory, gemma_dir):
 
 
 def reference(model, gemma_dir) -> list[float]:
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     with torch.no_grad():
         return [
             model(input_ids=torch.tensor([ids])).logits[0, -1, yes_id(tok)].item()
@@ -59,12 +59,12 @@ def test_a_crossrank_trained_adapter_loads_in_reranker(tmp_path, gemma_dir):
     from crossrank.models.adapters import apply_adapter
     from crossrank.train.trainer import TrainConfig, train
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(TrainConfig(model=str(gemma_dir), data=data, output=str(tmp_path / "o"), group_size=4,
                       batch_size=4, max_steps=2, lr=1e-2, lora_rank=4, device="cpu",
                       show_progress=False))  # fmt: skip
     scores = Reranker(tmp_path / "o", device="cpu").compute_score(PAIRS)
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     model = apply_adapter(load_decoder(gemma_dir), tmp_path / "o")
     with torch.no_grad():
         want = [
