@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from crossrank.errors import CrossrankError
+from crossrank.inputs import dtype_named
 
 if TYPE_CHECKING:
     from crossrank.train.config import TrainConfig
     from crossrank.train.losses import GroupLoss
-
-DTYPES = {None: torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class DecoderPairEncoder:
@@ -96,8 +95,6 @@ class DecoderTask:
         from crossrank.families import load_decoder
         from crossrank.train import lora
 
-        if cfg.dtype not in DTYPES:
-            raise CrossrankError(f"unknown --dtype {cfg.dtype!r}; use fp32, bf16 or fp16")
         if cfg.dropout is not None:
             raise CrossrankError("--dropout applies to encoders; decoders have --lora-dropout")
         if cfg.eval_dataset:
@@ -106,7 +103,7 @@ class DecoderTask:
                 "model with `crossrank eval`"
             )
         self.cfg, self.init_dir = cfg, init_dir
-        self.dtype = DTYPES[cfg.dtype]
+        self.dtype = dtype_named(cfg.dtype, "--dtype")
         self.use_lora = cfg.lora_rank is not None
         resumed = load_dir != init_dir
         # a LoRA checkpoint holds the adapter only: the base always comes from the initial model
