@@ -115,7 +115,9 @@ def drain(base: str, command: str, docs: int) -> None:
     if not thread.is_alive():
         fail(f"the {docs}-document request finished before SIGTERM; use more --drain-docs")
     print(f"smoke: request with {docs} documents in flight; running: {command}", flush=True)
-    subprocess.run(shlex.split(command), check=True)
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"{command} -> exit code {done.returncode}: {done.stderr.strip()}")
     thread.join()
     if "error" in out:
         fail(f"the request in flight at SIGTERM got no answer: {out['error']}")
