@@ -116,7 +116,7 @@ pm exec "$name-offline" python3 /opt/smoke_serve.py --url http://127.0.0.1:8080 
 pm healthcheck run "$name-offline" && echo "  podman healthcheck run (the image's HEALTHCHECK): healthy"
 pm logs "$name-offline" 2>&1 | grep -m1 'Uvicorn running' | sed 's/^/  log: /'
 echo "  cache volume, as the image's user: $(pm exec "$name-offline" sh -c \
-    'touch /cache/.writable && ls -ld /cache | cut -d" " -f1,3,4,9')"
+    'touch /cache/.writable && stat -c "%A %U:%G %n" /cache')"
 pm stop -t 60 "$name-offline" >/dev/null
 rc=$(pm inspect --format '{{.State.ExitCode}}' "$name-offline")
 echo "  podman stop: exit code $rc"
