@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 EXTRAS ?= test,onnx,server,eval,train,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv test test-avx2 lint format demo clean bundled-model
+.PHONY: venv test test-avx2 lint format demo clean bundled-model check-wheel image image-cuda
 
 venv: $(STAMP)
 
@@ -40,6 +40,18 @@ demo: venv
 # retrain the bundled reranker models/minilm-debian (CPU, ~55 min; needs ../shared/data/debian-ir)
 bundled-model: venv
 	PY=$(PY) scripts/train-minilm-debian.sh ../shared/data/debian-ir build/minilm-debian
+
+# the wheel and sdist of a fresh clone of HEAD, installed into fresh venvs: demo + serve offline
+check-wheel:
+	PYTHON=$(PYTHON) scripts/check-wheel.sh
+
+# the CPU container image (podman), built and smoke-tested on the loopback (docs/container.md)
+image:
+	scripts/build-image.sh
+
+# the CUDA image (Containerfile.cuda; ~2.7 GB of wheels from PyPI), smoke-tested the same way
+image-cuda:
+	CONTAINERFILE=Containerfile.cuda scripts/build-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
