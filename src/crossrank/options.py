@@ -364,7 +364,7 @@ class Options:
     )
     instruction: str | None = option(
         None,
-        "the task instruction of the template (Qwen3-Reranker's <Instruct>)",
+        "the task instruction of the template (Qwen3-Reranker's Instruct field)",
         check=check_text,
         per_call=True,
         family=True,
@@ -470,12 +470,14 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, chun
         parser.add_argument(flag_name(f.name), dest=f.name, help=f.metadata["help"] + extra, **kw)
 
 
-def from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The Reranker options of parsed flags (:func:`add_flags`), checked: those given and the
-    ``chunking`` of the chunk flags when any is given. A missing attribute is not given."""
+def from_args(args: argparse.Namespace, *, chunks: bool = True) -> dict[str, Any]:
+    """The Reranker options of parsed flags (:func:`add_flags`), checked: those given and
+    (``chunks``) the ``chunking`` of the chunk flags when any is given. A missing attribute
+    is not given."""
     values = vars(args)
     given = {f.name: values.get(f.name) for f in _flagged(Options)}
-    given |= {f.name: values.get(f.name) for f in _flagged(ChunkSpec)}
+    if chunks:
+        given |= {f.name: values.get(f.name) for f in _flagged(ChunkSpec)}
     return parse(given)
 
 
@@ -502,42 +504,21 @@ def options_table(honoured: Mapping[str, Iterable[str]]) -> str:
         "| option | type | default | families | per call | flag | meaning |",
         "|---|---|---|---|---|---|---|",
     ]
-    for f in declared():
-        meta = f.metadata
-        families = "all"
-        if meta["family"]:
-            families = ", ".join(sorted(n for n, opts in honoured.items() if f.name in opts))
+
+    def row(f: Field, families: str, per_call: str) -> str:
+        flag = f"`{flag_name(f.name)}`" if f.metadata["flag"] is not None else ""
         default = "none" if f.default is None else f"`{f.default!r}`"
-        flag = f"`{flag_name(f.name)}`" if meta["flag"] is not None else ""
-        per_call = "yes" if meta["per_call"] else ""
-        help_ = meta["help"].replace("|", "\\|")
-        rows.append(
-            f"| `{f.name}` | `{_type_name(f)}` | {default} | {families} | {per_call} | {flag} "
-            f"| {help_} |"
-        )
-    for f in fields(ChunkSpec):
-        if f.metadata["flag"] is None:
-            continue
-        flag = f"`{flag_name(f.name)}`"
-        rows.append(
-            f"| `{f.name}` | `{_type_name(f)}` | `{f.default!r}` | all | yes (chunking) | {flag} "
-            f"| {f.metadata['help']} |"
-        )
-    return "\n".join(rows) + "\n"
+        cells = [f"`{f.name}`", f"`{_type_name(f)}`", default, families, per_call, flag]
+        cells.append(f.metadata["help"])
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-
-def docstring() -> str:
-    """The options as a docstring section (appended to :class:`~crossrank.Reranker`'s)."""
-    lines = ["Options (keywords; those marked per call are also taken by the methods):"]
     for f in declared():
-        meta = f.metadata
-        notes = [f"default {f.default!r}"]
-        if meta["family"]:
-            notes.append("some families")
-        if meta["per_call"]:
-            notes.append("per call")
-        lines.append(f"    {f.name} ({', '.join(notes)}): {meta['help']}.")
-    return "\n".join(lines) + "\n"
+        families = "all"
+        if f.metadata["family"]:
+            families = ", ".join(sorted(n for n, opts in honoured.items() if f.name in opts))
+        rows.append(row(f, families, "yes" if f.metadata["per_call"] else ""))
+    rows += [row(f, "all", "in chunking") for f in _flagged(ChunkSpec)]
+    return "\n".join(rows) + "\n"
 
 
 def _optional(tp: str) -> str:
@@ -566,3 +547,17 @@ def signature(function: Callable[..., Any], *, per_call: bool) -> Callable[..., 
         ]
     function.__signature__ = sig.replace(parameters=[*head, *params])  # type: ignore[attr-defined]
     return function
+
+
+def docstring() -> str:
+    """The options as a docstring section (appended to :class:`~crossrank.Reranker`'s)."""
+    lines = ["Options (keywords; those marked per call are also taken by the methods):"]
+    for f in declared():
+        meta = f.metadata
+        notes = [f"default {f.default!r}"]
+        if meta["family"]:
+            notes.append("some families")
+        if meta["per_call"]:
+            notes.append("per call")
+        lines.append(f"    {f.name} ({', '.join(notes)}): {meta['help']}.")
+    return "\n".join(lines) + "\n"

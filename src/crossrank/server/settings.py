@@ -210,7 +210,9 @@ def from_args(args: argparse.Namespace) -> ServerSettings:
     """The settings of parsed ``crossrank serve`` arguments (model flags included: their
     Reranker options are :func:`crossrank.options.from_args`' of the same flags)."""
     values = {f.name: getattr(args, f.name) for f in fields(ServerSettings) if f.name != "options"}
-    return ServerSettings(**values, options=reranker_options.from_args(args))
+    # the server's chunk settings are its own (a cap and default of each request's)
+    options = reranker_options.from_args(args, chunks=False)
+    return ServerSettings(**values, options=options)
 
 
 def info_settings(settings: ServerSettings) -> dict[str, Any]:
