@@ -231,6 +231,6 @@ def test_per_call_overrides_keep_the_lowered_token_budget(gemma_dir, monkeypatch
     assert first[1].budget is rr.engine.budget
 
 
-def test_parse_keeps_only_given_options():
-    args = argparse.Namespace(model="m", max_length=512, normalize=False, backend="torch")
-    assert opts.from_args(args) == {"max_length": 512, "normalize": False, "backend": "torch"}
+def test_flags_give_the_options_set_to_other_than_their_default():
+    args = argparse.Namespace(model="m", max_length=512, normalize=False, backend="onnx")
+    assert opts.from_args(args) == {"backend": "onnx"}

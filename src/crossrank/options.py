@@ -471,11 +471,12 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, chun
 
 
 def from_args(args: argparse.Namespace, *, chunks: bool = True) -> dict[str, Any]:
-    """The Reranker options of parsed flags (:func:`add_flags`), checked: those given and
-    (``chunks``) the ``chunking`` of the chunk flags when any is given. A missing attribute
-    is not given."""
+    """The Reranker options of parsed flags (:func:`add_flags`), checked: those set to other
+    than their default, and (``chunks``) the ``chunking`` of the chunk flags when any is
+    given. A missing attribute is not given."""
     values = vars(args)
     given = {f.name: values.get(f.name) for f in _flagged(Options)}
+    given = {k: v for k, v in given.items() if v != _FIELDS[k].default}
     if chunks:
         given |= {f.name: values.get(f.name) for f in _flagged(ChunkSpec)}
     return parse(given)
