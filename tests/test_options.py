@@ -136,9 +136,10 @@ def _sample_argv(cls: type) -> tuple[list[str], dict[str, object]]:
         elif flag.get("choices"):
             argv += [name, flag["choices"][-1]]
             want[f.name] = flag["choices"][-1]
-        elif flag.get("type") is int:
+        elif flag.get("type") in (int, float):
             argv += [name, "3"]
-            want[f.name] = (3,) if flag.get("nargs") else 3
+            value = flag["type"](3)
+            want[f.name] = (value,) if flag.get("nargs") else value
         else:
             value = "bf16" if f.name == "dtype" else "cpu" if f.name == "device" else "text"
             argv += [name, value]
