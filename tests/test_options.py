@@ -15,7 +15,7 @@ import pytest
 from crossrank import options as opts
 from crossrank.cli import main
 from crossrank.errors import CrossrankError, InputError
-from crossrank.options import ChunkSpec, Options
+from crossrank.options import ChunkSpec, Options, views
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PAIRS = [("what is panda?", "The giant panda is a bear. " * 30), ("what is panda?", "hi")]
@@ -129,7 +129,7 @@ def _sample_argv(cls: type) -> tuple[list[str], dict[str, object]]:
         flag = f.metadata["flag"]
         if flag is None:
             continue
-        name = opts.flag_name(f.name)
+        name = views.flag_name(f.name)
         if flag.get("action") == "store_true":
             argv.append(name)
             want[f.name] = True
@@ -162,7 +162,7 @@ def test_a_declared_option_reaches_the_cli_the_server_and_ray():
     # crossrank score / rank / eval: the library's keywords, checked
     for command in (["score", "-i", "x"], ["rank", "-q", "q", "-d", "x"], ["eval", "-d", "x"]):
         args = parser.parse_args([*command, *model_argv, *chunk_argv])
-        assert opts.from_args(args) == {**model_want, "chunking": chunking}, command
+        assert views.from_args(args) == {**model_want, "chunking": chunking}, command
     # crossrank serve: the server's settings carry them (its own chunk settings apart)
     args = parser.parse_args(["serve", *model_argv])
     assert server_settings.from_args(args).options == model_want
@@ -189,7 +189,7 @@ def test_readme_carries_the_options_table():
     from crossrank.families import REGISTRY, get_family
 
     honoured = {name: get_family(name).options for name in REGISTRY}
-    assert opts.options_table(honoured) in README.read_text(), (
+    assert views.options_table(honoured) in README.read_text(), (
         "README.md's options table is stale: paste crossrank.options.options_table(...)"
     )
     family_only = {f.name for f in fields(Options) if f.metadata["family"]}
@@ -234,4 +234,4 @@ def test_per_call_overrides_keep_the_lowered_token_budget(gemma_dir, monkeypatch
 
 def test_flags_give_the_options_set_to_other_than_their_default():
     args = argparse.Namespace(model="m", max_length=512, normalize=False, backend="onnx")
-    assert opts.from_args(args) == {"backend": "onnx"}
+    assert views.from_args(args) == {"backend": "onnx"}

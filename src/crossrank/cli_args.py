@@ -14,7 +14,7 @@ from typing import Any
 
 from crossrank.errors import CrossrankError
 from crossrank.hub import BUNDLED_MODEL, DEFAULT_MODEL
-from crossrank.options import add_flags, from_args
+from crossrank.options.views import add_flags, from_args
 
 
 class UsageError(CrossrankError):

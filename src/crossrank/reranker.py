@@ -22,15 +22,8 @@ from crossrank.inputs import (
     resolve_dtype,
     sigmoid,
 )
-from crossrank.options import (
-    ChunkSpec,
-    Options,
-    docstring,
-    parse,
-    per_call_family_options,
-    signature,
-    work_options,
-)
+from crossrank.options import ChunkSpec, Options, parse, per_call_family_options, work_options
+from crossrank.options.views import docstring, signature
 from crossrank.ranking import RankResult, rank_pairs, ranked_lists
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any
 
 from crossrank.atomic import atomic_dir, check_output
 from crossrank.cli_args import UsageError
-from crossrank.options import from_args
+from crossrank.options.views import from_args
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from crossrank import options as reranker_options
 from crossrank.errors import CrossrankError
+from crossrank.options import parse as parse_options
+from crossrank.options.views import from_args as options_from_args
 
 
 def setting(
@@ -156,7 +157,7 @@ class ServerSettings:
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise CrossrankError(f"{f.name} must be one of {f.metadata['choices']}")
         # checked by their declaration (a mistake is one CrossrankError naming the option)
-        self.options = reranker_options.parse(self.options)
+        self.options = parse_options(self.options)
         if self.port > 65535:
             raise CrossrankError(f"port must be in 0..65535, got {self.port}")
         if self.api_key == "":
@@ -211,7 +212,7 @@ def from_args(args: argparse.Namespace) -> ServerSettings:
     Reranker options are :func:`crossrank.options.from_args`' of the same flags)."""
     values = {f.name: getattr(args, f.name) for f in fields(ServerSettings) if f.name != "options"}
     # the server's chunk settings are its own (a cap and default of each request's)
-    options = reranker_options.from_args(args, chunks=False)
+    options = options_from_args(args, chunks=False)
     return ServerSettings(**values, options=options)
 
 

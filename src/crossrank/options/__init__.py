@@ -5,14 +5,15 @@
 (``compute_score(..., prompt=...)``), whether only some families honour it (those whose
 ``Family.options`` name it), its command-line flag and its old names. From these come:
 
-- the constructor's and every method's check (:func:`parse`: unknown names, old names, values;
-  a mistake is one :class:`~crossrank.errors.InputError` naming the option, before the model
-  loads);
-- the flags of every command that loads a model (:func:`add_flags`, :func:`from_args`), so
+- the constructor's and every method's check (:func:`parse`: unknown names, old names, values
+  (:mod:`crossrank.options.checks`); a mistake is one :class:`~crossrank.errors.InputError`
+  naming the option, before the model loads);
+- in :mod:`crossrank.options.views`: the Reranker's signatures and docstring, the flags of
+  every command that loads a model (``add_flags``, ``from_args``), so
   ``crossrank score/rank/eval/serve/backends`` and the Ray options
   (:mod:`crossrank.distributed.cli`) and the server's settings
   (:class:`~crossrank.server.settings.ServerSettings` ``options``) carry every flagged option;
-- the README's table of options (:func:`options_table`; a test checks the README carries it).
+- the README's table of options (``options_table``; a test checks the README carries it).
 
 Long documents are one option object, :class:`ChunkSpec` (``chunking=``); its fields keep the
 names they have everywhere (``max_chunks_per_doc``, ``max_tokens_per_doc``, ``chunk_overlap``),
@@ -23,104 +24,28 @@ Adding an option: one field of :class:`Options` (or of :class:`ChunkSpec`), plus
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from crossrank.errors import InputError
+from crossrank.options.checks import (
+    check_bool,
+    check_count,
+    check_device,
+    check_devices,
+    check_dtype,
+    check_layers,
+    check_path,
+    check_positive,
+    check_text,
+    one_of,
+)
 
 if TYPE_CHECKING:
     import torch
-
-# the checks import numpy / torch (through crossrank.inputs) when they run: the commands'
-# parsers are built from this module, and `crossrank --help` must not load torch
-
-# -- checks: (name, value) -> the value to keep, or an InputError ---------------------------
-
-
-def check_text(name: str, value: Any) -> str:
-    """A string the tokenizer can take: valid Unicode (no lone surrogate, as undecodable
-    command-line bytes become) and no NUL character."""
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(
-            f"{name} is not valid Unicode ({exc.reason} at character {exc.start}); give UTF-8 text"
-        ) from None
-    if "\x00" in value:
-        raise InputError(f"{name} contains a NUL character at {value.index(chr(0))}")
-    return value
-
-
-def check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    from crossrank.inputs import positive_int
-
-    return positive_int(name, value, minimum=minimum)
-
-
-def check_count(name: str, value: Any) -> int:
-    return check_positive(name, value, minimum=0)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    import numpy as np
-
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    raise InputError(f"{name} must be True or False, got {value!r}")
-
-
-def check_layers(name: str, value: Any) -> tuple[int, ...] | None:
-    from crossrank.inputs import as_layers
-
-    return as_layers(value)
-
-
-def check_device(name: str, value: Any) -> str | torch.device:
-    import torch
-
-    if not isinstance(value, (str, torch.device)):
-        raise InputError(f"{name} must be a device name such as 'cpu' or 'cuda:1', got {value!r}")
-    return value
-
-
-def check_devices(name: str, value: Any) -> list[str | torch.device]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise InputError(f"{name} must be a list of devices, got {value!r}")
-    return [check_device(f"{name} entry", d) for d in value]
-
-
-def check_dtype(name: str, value: Any) -> str | torch.dtype:
-    import torch
-
-    from crossrank.inputs import resolve_dtype
-
-    if not isinstance(value, (str, torch.dtype)):
-        raise InputError(f"{name} must be fp32, fp16 or bf16, got {value!r}")
-    resolve_dtype(value, torch.device("meta"))  # known names (fp16 on the CPU: at load)
-    return value
-
-
-def check_path(name: str, value: Any) -> str | os.PathLike[str]:
-    if not isinstance(value, (str, os.PathLike)):
-        raise InputError(f"{name} must be a path, got {type(value).__name__}")
-    return value
-
-
-def one_of(*choices: str) -> Callable[[str, Any], str]:
-    def check(name: str, value: Any) -> str:
-        if value not in choices:
-            raise InputError(
-                f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-            )
-        return value
-
-    return check
 
 
 def option(
@@ -389,7 +314,7 @@ class Options:
 
 _FIELDS: dict[str, Field] = {f.name: f for f in fields(Options)}
 #: old or part names -> the option they set
-_ALIASES: dict[str, str] = {a: f.name for f in fields(Options) for a in f.metadata["aliases"]}
+ALIASES: dict[str, str] = {a: f.name for f in fields(Options) for a in f.metadata["aliases"]}
 
 
 def declared() -> list[Field]:
@@ -423,7 +348,7 @@ def parse(given: Mapping[str, Any], *, per_call: bool = False, base: Any = None)
     out: dict[str, Any] = {}
     parts: dict[str, dict[str, Any]] = {}
     for name, value in given.items():
-        target = _ALIASES.get(name)
+        target = ALIASES.get(name)
         if target is not None:
             if value is not None:
                 parts.setdefault(target, {})[name] = value
@@ -443,122 +368,8 @@ def parse(given: Mapping[str, Any], *, per_call: bool = False, base: Any = None)
 
 def _unknown(name: str, per_call: bool) -> str:
     names = [f.name for f in declared() if f.metadata["per_call"] or not per_call]
-    names += list(_ALIASES)
+    names += list(ALIASES)
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     where = "a per-call option" if per_call else "an option of Reranker"
     return f"{name!r} is not {where}{hint}; see crossrank.options.Options"
-
-
-# -- the command line ------------------------------------------------------------------------
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _flagged(cls: type) -> list[Field]:
-    return [f for f in fields(cls) if f.metadata["flag"] is not None]
-
-
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, chunks: bool = False):
-    """Add the flag of every option that has one (``chunks``: those of :class:`ChunkSpec`)."""
-    for f in _flagged(ChunkSpec if chunks else Options):
-        kw = dict(f.metadata["flag"])
-        kw.setdefault("default", f.default)
-        extra = "" if kw.get("action") or f.default is None else f" ({_show(f.default)})"
-        parser.add_argument(flag_name(f.name), dest=f.name, help=f.metadata["help"] + extra, **kw)
-
-
-def from_args(args: argparse.Namespace, *, chunks: bool = True) -> dict[str, Any]:
-    """The Reranker options of parsed flags (:func:`add_flags`), checked: those set to other
-    than their default, and (``chunks``) the ``chunking`` of the chunk flags when any is
-    given. A missing attribute is not given."""
-    values = vars(args)
-    given = {f.name: values.get(f.name) for f in _flagged(Options)}
-    given = {k: v for k, v in given.items() if v != _FIELDS[k].default}
-    if chunks:
-        given |= {f.name: values.get(f.name) for f in _flagged(ChunkSpec)}
-    return parse(given)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-# -- the docs table -------------------------------------------------------------------------
-
-
-def _type_name(f: Field) -> str:
-    tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return tp.replace("torch.", "").replace(" | None", "").replace("os.PathLike[str]", "path")
-
-
-def options_table(honoured: Mapping[str, Iterable[str]]) -> str:
-    """The README's table of options; ``honoured``: family name -> the options it honours
-    (``Family.options``), for the family-specific ones."""
-    rows = [
-        "| option | type | default | families | per call | flag | meaning |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def row(f: Field, families: str, per_call: str) -> str:
-        flag = f"`{flag_name(f.name)}`" if f.metadata["flag"] is not None else ""
-        default = "none" if f.default is None else f"`{f.default!r}`"
-        cells = [f"`{f.name}`", f"`{_type_name(f)}`", default, families, per_call, flag]
-        cells.append(f.metadata["help"])
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    for f in declared():
-        families = "all"
-        if f.metadata["family"]:
-            families = ", ".join(sorted(n for n, opts in honoured.items() if f.name in opts))
-        rows.append(row(f, families, "yes" if f.metadata["per_call"] else ""))
-    rows += [row(f, "all", "in chunking") for f in _flagged(ChunkSpec)]
-    return "\n".join(rows) + "\n"
-
-
-def _optional(tp: str) -> str:
-    return tp if tp.endswith("| None") else f"{tp} | None"
-
-
-def signature(function: Callable[..., Any], *, per_call: bool) -> Callable[..., Any]:
-    """Give ``function`` (``def f(self, x, **options)``) the signature with every option as
-    a keyword (the per-call ones, old names included, with ``per_call``), so ``help()`` and
-    ``inspect.signature`` show the real arguments; returns ``function``."""
-    import inspect
-
-    sig = inspect.signature(function)
-    head = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    kw = inspect.Parameter.KEYWORD_ONLY
-    params = [
-        inspect.Parameter(f.name, kw, default=f.default, annotation=f.type)
-        if not per_call
-        else inspect.Parameter(f.name, kw, default=None, annotation=_optional(f.type))
-        for f in declared()
-        if f.metadata["per_call"] or not per_call
-    ]
-    if per_call:
-        params += [
-            inspect.Parameter(a, kw, default=None, annotation="int | None") for a in _ALIASES
-        ]
-    function.__signature__ = sig.replace(parameters=[*head, *params])  # type: ignore[attr-defined]
-    return function
-
-
-def docstring() -> str:
-    """The options as a docstring section (appended to :class:`~crossrank.Reranker`'s)."""
-    lines = ["Options (keywords; those marked per call are also taken by the methods):"]
-    for f in declared():
-        meta = f.metadata
-        notes = [f"default {f.default!r}"]
-        if meta["family"]:
-            notes.append("some families")
-        if meta["per_call"]:
-            notes.append("per call")
-        lines.append(f"    {f.name} ({', '.join(notes)}): {meta['help']}.")
-    return "\n".join(lines) + "\n"
