@@ -92,7 +92,7 @@ def one_of(*choices: str) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
         if value not in choices:
             raise InputError(
-                f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                f"unknown {name} {value!r}; use one of {', '.join(map(repr, choices))}"
             )
         return value
 
