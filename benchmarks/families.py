@@ -35,7 +35,6 @@ import torch
 
 DATA = Path("/work/shared/data/debian-ir")
 CACHE = Path(__file__).parent / ".cache" / "families"
-QWEN3_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
 def read_jsonl(path: Path):
@@ -72,113 +71,45 @@ def bm25_pairs(n_queries: int, per_query: int) -> list[tuple[str, str]]:
     return [(queries[q], docs[d]) for q, ds in wanted.items() for d in ds]
 
 
-def train_tokenizer(kind: str, texts: list[str]):
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-
-    if kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok.train_from_iterator(
-            texts, trainers.WordPieceTrainer(vocab_size=8000, special_tokens=specials)
-        )
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-        )
-        return tok
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=8000,
-        special_tokens=QWEN3_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    # the answer tokens "yes" and "no" (no leading space) must be whole vocabulary entries
-    tok.train_from_iterator([*texts, *["yes\nno\n"] * 2000], trainer)
-    assert tok.token_to_id("yes") is not None and tok.token_to_id("no") is not None
-    return tok
+# fmt: off
+#: ModernBERT-base's shape (random weights N(0, 0.02), norms at 1, the default rope thetas)
+MODERNBERT_BASE = dict(
+    vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
+    num_attention_heads=12, local_attention=128, max_position_embeddings=8192,
+    classifier_pooling="mean", initializer_range=0.02,
+    global_rope_theta=160000.0, local_rope_theta=10000.0,
+)
+#: Qwen3-Reranker-0.6B's shape (random weights N(0, 0.02), norms at 1)
+QWEN3_06B = dict(
+    vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_attention_heads=16,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+)
+# fmt: on
 
 
 def modernbert_checkpoint(path: Path, texts: list[str]) -> Path:
     if (path / "config.json").is_file():
         return path
-    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+    from crossrank import testing
 
-    tok = train_tokenizer("wordpiece", texts)
-    torch.manual_seed(0)
-    config = ModernBertConfig(
-        vocab_size=50368,
-        hidden_size=768,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=12,
-        global_attn_every_n_layers=3,
-        local_attention=128,
-        max_position_embeddings=8192,
-        pad_token_id=0,
-        cls_token_id=2,
-        sep_token_id=3,
-        bos_token_id=2,
-        eos_token_id=3,
-        num_labels=1,
-        classifier_pooling="mean",
-    )
-    model = ModernBertForSequenceClassification(config).eval()
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tok.save(str(path / "tokenizer.json"))
-    special = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]"}
-    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 8192, **special}
-    cfg.update(unk_token="[UNK]", mask_token="[MASK]")
-    (path / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return path
+    tok = testing.wordpiece_tokenizer(texts, vocab_size=8000)
+    return testing.modernbert_checkpoint(path, tokenizer=tok, norm_std=None, **MODERNBERT_BASE)
 
 
 def qwen3_checkpoint(path: Path, texts: list[str], layers: int) -> Path:
     if (path / "config.json").is_file():
         return path
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from crossrank import testing
+    from crossrank.testing.decoders import SPECS
 
-    tok = train_tokenizer("bpe", texts)
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=151669,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=2,
+    # the answer tokens "yes" and "no" (no leading space) must be whole vocabulary entries
+    tok = testing.bpe_tokenizer(
+        [*texts, *["yes\nno\n"] * 2000], SPECS["qwen3"].specials, 8000, must_have=("yes", "no")
     )
-    model = Qwen3ForCausalLM(config).eval()
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tok.save(str(path / "tokenizer.json"))
-    cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-    }
-    (path / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return path
+    return testing.qwen3_checkpoint(
+        path, tokenizer=tok, std=0.02, norm_std=None, num_hidden_layers=layers, **QWEN3_06B
+    )
 
 
 QUERY = "how do I pin a package version with apt preferences"

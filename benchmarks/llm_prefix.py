@@ -20,7 +20,6 @@ machine) and wall seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -39,24 +38,18 @@ WORDS = (  # noqa: SIM905
 
 
 def build_checkpoint(path: Path, hidden: int, layers: int, vocab: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GemmaConfig, GemmaForCausalLM
+    from crossrank import testing
+    from crossrank.testing.decoders import SPECS
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     rng = random.Random(0)
     corpus = [" ".join(rng.choices(WORDS, k=50)) for _ in range(200)] + ["Yes No A: B:\n"] * 20
-    tok.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=300,  # small vocabulary: words split into several tokens
-            special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    torch.manual_seed(0)
-    config = GemmaConfig(
+    # small vocabulary: words split into several tokens
+    tok = testing.bpe_tokenizer(corpus, SPECS["gemma"].specials, vocab_size=300)
+    testing.gemma_checkpoint(
+        path,
+        tokenizer=tok,
+        std=0.02,
+        norm_std=None,
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=4 * hidden,
@@ -64,15 +57,9 @@ def build_checkpoint(path: Path, hidden: int, layers: int, vocab: int) -> None:
         num_attention_heads=hidden // 64,
         num_key_value_heads=1,
         head_dim=64,
+        hidden_act="gelu_pytorch_tanh",
         max_position_embeddings=2048,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    GemmaForCausalLM(config).eval().save_pretrained(str(path), safe_serialization=True)
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"})
+        rope_theta=10000.0,
     )
 
 

@@ -26,8 +26,6 @@ import os
 import platform
 import random
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -60,12 +58,6 @@ def requests_from(data: Path | None, docs: int, n: int = 64) -> list[tuple[str, 
     from bench_server import load_requests
 
     return load_requests(data, n, docs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(base: str, name: str) -> float:
@@ -202,25 +194,13 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=Path("overload-serve.log"))
     args = ap.parse_args()
     reqs = requests_from(args.data, args.docs)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    from serving import serve
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSRANK_")}
     env["OMP_NUM_THREADS"] = str(args.threads)
-    cmd = [sys.executable, "-m", "crossrank", "serve", "--model", args.model, "--device", "cpu"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--max-length", str(args.max_length)]
+    cmd = ["--model", args.model, "--device", "cpu", "--max-length", str(args.max_length)]
     cmd += ["--graceful-timeout", str(args.graceful_timeout)]
-    with open(args.log, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit(args.log.read_text())
-            time.sleep(0.5)
+    with serve(cmd, env=env, log=args.log) as (base, proc):
         info = httpx.get(f"{base}/info", timeout=10).json()
         print(
             f"model {args.model}, max_length {args.max_length}, {args.docs} docs/request, "
@@ -230,9 +210,6 @@ def main() -> None:
             flush=True,
         )
         rows, rss = asyncio.run(main_async(args, base, proc, reqs))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     text = args.log.read_text()
     print(
         json.dumps(

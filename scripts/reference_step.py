@@ -1,7 +1,7 @@
 """One training step of FlagEmbedding and of `crossrank train` from the same weights.
 
 Both encode the same 4 groups of 8 passages with their own code (FlagEmbedding's dataset and
-collator; crossrank's PairEncoder), then run forward and backward with dropout off: same
+collator; crossrank's training task's encode), then run forward and backward with dropout off: same
 classification head (ours, copied into transformers' model), group cross-entropy. Prints how
 many pairs got identical token ids, the two losses, and the relative gradient differences.
 
@@ -14,7 +14,7 @@ Run with the peers' environment (FlagEmbedding + transformers) and crossrank on 
 FlagEmbedding's ``finetune.reranker.decoder_only.base`` / ``.layerwise`` models (its LLM
 dataset and collator with "A: " / "B: " instructions, left padding; full fine-tuning in fp32)
 on a decoder checkpoint, e.g. the test suite's tiny ones:
-    PYTHONPATH=src:tests .venv/bin/python -c 'from pathlib import Path; import tiny_llm as t; \
+    PYTHONPATH=src .venv/bin/python -c 'from pathlib import Path; import crossrank.testing as t; \
         t.gemma_checkpoint(Path("tiny-gemma")); t.minicpm_checkpoint(Path("tiny-cpm"))'
     PYTHONPATH=src benchmarks/.venv-peers/bin/python scripts/reference_step.py tiny-gemma \
         groups.jsonl --family gemma
@@ -37,8 +37,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from crossrank.models import load_cross_encoder
 from crossrank.train.config import TrainConfig
 from crossrank.train.data import Group
-from crossrank.train.encoding import PairEncoder, make_chunks
+from crossrank.train.encoding import make_chunks
 from crossrank.train.losses import group_loss
+from crossrank.train.trainer import make_task
 
 GRADS = [  # transformers' name, ours
     ("bert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight"),
@@ -87,8 +88,8 @@ def main() -> None:
     cfg = TrainConfig(
         model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax
     )
-    encoder = PairEncoder(model_dir, cfg, True, 0)
-    ours_enc = encoder.encode(groups)
+    task = make_task(model_dir, model_dir, cfg, torch.device("cpu"))
+    ours_enc = task.encode(groups)
     same = sum(
         list(f["input_ids"]) == e.ids and list(f["token_type_ids"]) == e.type_ids
         for f, e in zip(feats, ours_enc)
@@ -108,7 +109,7 @@ def main() -> None:
         ref(**batch).logits.view(n, -1), torch.zeros(n, dtype=torch.long)
     )
     ref_loss.backward()
-    chunks, inverse, _, _ = make_chunks(ours_enc, encoder.pad_id, 16384, torch.device("cpu"))
+    chunks, inverse, _, _ = make_chunks(ours_enc, task.pad_id, 16384, torch.device("cpu"))
     logits = torch.cat([ours(i, m, t) for i, m, t in chunks])[inverse].view(n, -1)
     loss = group_loss(logits)
     loss.backward()

@@ -5,7 +5,7 @@ FlagEmbedding side: its ``AbsLLMRerankerTrainDataset.__getitem__`` builds each g
 (instructions "A: " / "B: ", sep "\\n", the default prompt), ``AbsLLMRerankerCollator`` pads on
 the left, and ``CrossDecoderModel`` (``decoder_only.base`` on transformers' Gemma, or
 ``decoder_only.layerwise`` on FlagEmbedding's own ``LayerWiseMiniCPMForCausalLM``) gives the
-loss. crossrank side: ``make_task`` (``DecoderTask`` / ``LayerwiseTask``), full fine-tuning in
+loss. crossrank side: ``make_task`` (the decoder families' ``DecoderTask``), full fine-tuning in
 fp32. Groups hold exactly 7 negatives, which FlagEmbedding draws in a random order; the loss
 does not depend on the order of the negatives, and token ids are compared per group as sets.
 """
@@ -66,7 +66,7 @@ def decoder_step(model_dir: Path, groups, family: str, qmax: int, pmax: int) -> 
     from transformers import AutoTokenizer
 
     from crossrank.train.config import TrainConfig
-    from crossrank.train.tasks import make_task
+    from crossrank.train.trainer import make_task
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:  # FlagEmbedding's runner: unk, else eos

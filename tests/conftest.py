@@ -13,6 +13,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # exports and backend="auto" decisions never go to the user's own cache
 os.environ.setdefault("CROSSRANK_CACHE", tempfile.mkdtemp(prefix="crossrank-test-cache-"))
 
+# after the variables above: huggingface_hub reads HF_HUB_OFFLINE when imported
+from crossrank.testing import (  # noqa: E402
+    bert_checkpoint,
+    gemma_checkpoint,
+    minicpm_checkpoint,
+    modernbert_checkpoint,
+    qwen3_checkpoint,
+    qwen3_seqcls_checkpoint,
+    roberta_checkpoint,
+)
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
@@ -21,30 +32,22 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bert_dir(tiny_dir: Path) -> Path:
-    from tiny import bert_checkpoint
-
     return bert_checkpoint(tiny_dir / "bert")
 
 
 @pytest.fixture(scope="session")
 def xlmr_dir(tiny_dir: Path) -> Path:
-    from tiny import roberta_checkpoint
-
     return roberta_checkpoint(tiny_dir / "xlmr")
 
 
 @pytest.fixture(scope="session")
 def xlmr_long_dir(tiny_dir: Path) -> Path:
     """XLM-R with bge-reranker-v2-m3's position table (8194)."""
-    from tiny import roberta_checkpoint
-
     return roberta_checkpoint(tiny_dir / "xlmr8194", max_position_embeddings=8194, seed=1)
 
 
 @pytest.fixture(scope="session")
 def roberta_dir(tiny_dir: Path) -> Path:
-    from tiny import roberta_checkpoint
-
     return roberta_checkpoint(tiny_dir / "roberta", xlm=False, seed=2)
 
 
@@ -61,15 +64,11 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def gemma_dir(tiny_dir: Path) -> Path:
-    from tiny_llm import gemma_checkpoint
-
     return gemma_checkpoint(tiny_dir / "gemma")
 
 
 @pytest.fixture(scope="session")
 def minicpm_dir(tiny_dir: Path) -> Path:
-    from tiny_llm import minicpm_checkpoint
-
     return minicpm_checkpoint(tiny_dir / "minicpm")
 
 
@@ -78,36 +77,26 @@ def minicpm_dir(tiny_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def qwen3_dir(tiny_dir: Path) -> Path:
-    from tiny_families import qwen3_checkpoint
-
     return qwen3_checkpoint(tiny_dir / "qwen3")
 
 
 @pytest.fixture(scope="session")
 def qwen3_untied_dir(tiny_dir: Path) -> Path:
-    from tiny_families import qwen3_checkpoint
-
     return qwen3_checkpoint(tiny_dir / "qwen3-untied", seed=1, tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="session")
 def qwen3_seqcls_dir(tiny_dir: Path, qwen3_dir: Path) -> Path:
-    from tiny_families import qwen3_seqcls_checkpoint
-
     return qwen3_seqcls_checkpoint(qwen3_dir, tiny_dir / "qwen3-seq-cls")
 
 
 @pytest.fixture(scope="session")
 def modernbert_dir(tiny_dir: Path) -> Path:
-    from tiny_families import modernbert_checkpoint
-
     return modernbert_checkpoint(tiny_dir / "modernbert")
 
 
 @pytest.fixture(scope="session")
 def modernbert_mean_dir(tiny_dir: Path) -> Path:
-    from tiny_families import modernbert_checkpoint
-
     return modernbert_checkpoint(
         tiny_dir / "modernbert-mean", seed=1, classifier_pooling="mean", num_hidden_layers=3
     )

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-import tiny
-import tiny_families
 from crossrank import Reranker
-from oracle import reference_scores
+from crossrank import testing as tiny
+from oracle import authors_scores, reference_scores
 from test_families_modernbert import reference_scores as modernbert_reference
 from test_parity import pairs_mix
 
@@ -30,16 +29,12 @@ BUILDS = {
     "bert": lambda p: tiny.bert_checkpoint(p),
 }
 MODERNBERT = {
-    "modernbert (cls)": lambda p: tiny_families.modernbert_checkpoint(p),
-    "modernbert (mean)": lambda p: tiny_families.modernbert_checkpoint(
-        p, seed=1, classifier_pooling="mean"
-    ),
+    "modernbert (cls)": lambda p: tiny.modernbert_checkpoint(p),
+    "modernbert (mean)": lambda p: tiny.modernbert_checkpoint(p, seed=1, classifier_pooling="mean"),
 }
 QWEN3 = {
-    "qwen3 (tied)": lambda p: tiny_families.qwen3_checkpoint(p),
-    "qwen3 (untied)": lambda p: tiny_families.qwen3_checkpoint(
-        p, seed=1, tie_word_embeddings=False
-    ),
+    "qwen3 (tied)": lambda p: tiny.qwen3_checkpoint(p),
+    "qwen3 (untied)": lambda p: tiny.qwen3_checkpoint(p, seed=1, tie_word_embeddings=False),
 }
 
 
@@ -62,10 +57,10 @@ def newer_families(tmp: Path) -> float:
         model_dir = build(tmp / name.replace(" ", "").strip("()"))
         dirs = {name: model_dir}
         if "untied" not in name:
-            seqcls = tiny_families.qwen3_seqcls_checkpoint(model_dir, tmp / "qwen3-seq-cls")
+            seqcls = tiny.qwen3_seqcls_checkpoint(model_dir, tmp / "qwen3-seq-cls")
             dirs["qwen3 (converted head)"] = seqcls
         for max_length in (512, 100):
-            probs, diffs, _ = tiny_families.authors_scores(model_dir, pairs, max_length=max_length)
+            probs, diffs, _ = authors_scores(model_dir, pairs, max_length=max_length)
             for label, d in dirs.items():
                 rr = Reranker(d, max_length=max_length)
                 ours = np.array(rr.compute_score(pairs))

@@ -10,7 +10,7 @@ import pytest
 
 from crossrank.cli import main
 from crossrank.reranker import Reranker
-from tiny_families import short_max_length
+from crossrank.testing import short_max_length
 
 TINY = Path(__file__).parent / "data" / "tiny-beir"
 PAIRS = [

@@ -16,7 +16,7 @@ import numpy as np
 
 from crossrank import Reranker
 from crossrank.cli import main
-from tiny import WORDS
+from crossrank.testing import WORDS
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 TINY_BEIR = Path(__file__).parent / "data" / "tiny-beir"

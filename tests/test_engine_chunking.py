@@ -14,7 +14,7 @@ from crossrank.engine.chunking import (
     windows,
 )
 from crossrank.engine.tokenize import PairTokenizer, load_tokenizer
-from tiny_families import short_max_length
+from crossrank.testing import short_max_length
 
 TEXT = " ".join(["the giant panda is a bear to china what pandas eat and live in"] * 6)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_families import authors_scores
+from oracle import authors_scores
 
 QUERIES = ["what is panda?", "Debian operating system"]
 DOCS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_llm import PROMPT, hf_tokenizer, reference_llm_inputs, yes_id
+from oracle import PROMPT, hf_llm_tokenizer, reference_llm_inputs, yes_id
 
 #: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
 #: (scripts/test-isa.sh)
@@ -23,7 +23,7 @@ def hf_scores(model_dir, ids_list, padding_side="right"):
     from transformers import GemmaForCausalLM
 
     model = GemmaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    tok = hf_tokenizer(model_dir)
+    tok = hf_llm_tokenizer(model_dir)
     seq = max(len(x) for x in ids_list)
     ids = torch.zeros(len(ids_list), seq, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -53,7 +53,7 @@ def padded(ids_list):
 def test_gemma_matches_transformers(gemma_dir):
     from crossrank.families import load_decoder
 
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64)
     ref = hf_scores(gemma_dir, ids_list)
     model = load_decoder(gemma_dir)
@@ -72,7 +72,7 @@ def test_gemma_matches_transformers(gemma_dir):
 def test_gemma_single_rows_match_batch(gemma_dir):
     from crossrank.families import load_decoder
 
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64, prompt=PROMPT)
     model = load_decoder(gemma_dir)
     ids, mask = padded(ids_list)
@@ -88,7 +88,7 @@ def test_gemma_bf16_loads_without_fp32_copy(gemma_dir):
 
     model = load_decoder(gemma_dir, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     ids, mask = padded(reference_llm_inputs(tok, PAIRS[:2], max_length=64))
     ref = load_decoder(gemma_dir).score(ids, mask, token_ids=[yes_id(tok)])
     with torch.no_grad():

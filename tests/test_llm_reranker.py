@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_llm import hf_tokenizer, reference_llm_inputs
+from oracle import hf_llm_tokenizer, reference_llm_inputs
 
 QUERIES = ["what is panda?", "Debian operating system"]
 DOCS = [
@@ -31,7 +31,7 @@ def gemma_reference(model_dir, pairs, max_length=512):
     """FlagLLMReranker: reference inputs through transformers' GemmaForCausalLM, one by one."""
     from transformers import GemmaForCausalLM
 
-    tok = hf_tokenizer(model_dir)
+    tok = hf_llm_tokenizer(model_dir)
     model = GemmaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
     out = []
@@ -110,7 +110,7 @@ def test_layerwise_cutoffs_through_the_api(minicpm_dir, gemma_dir):
     from crossrank.errors import CrossrankError, InputError
     from test_minicpm import reference_scores
 
-    tok = hf_tokenizer(minicpm_dir)
+    tok = hf_llm_tokenizer(minicpm_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=32, always_bos=True)
     ref = np.array(
         [[reference_scores(minicpm_dir, ids, [3, 1])[c] for c in (3, 1)] for ids in ids_list]

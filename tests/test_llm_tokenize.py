@@ -1,4 +1,4 @@
-"""LLM reranker input rules against FlagEmbedding's rules written out by hand (tiny_llm)."""
+"""LLM reranker input rules against FlagEmbedding's rules written out by hand (tests/oracle.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tiny_llm import hf_tokenizer, reference_llm_inputs, yes_id
+from oracle import hf_llm_tokenizer, reference_llm_inputs, yes_id
 
 PAIRS = [
     ("what is panda?", "The giant panda is a bear species endemic to China."),
@@ -39,7 +39,7 @@ def ours(model_dir, always_bos=False, **kw):
 )
 def test_gemma_rules_match_reference(gemma_dir, max_length, query_max_length):
     ref = reference_llm_inputs(
-        hf_tokenizer(gemma_dir), PAIRS, max_length=max_length, query_max_length=query_max_length
+        hf_llm_tokenizer(gemma_dir), PAIRS, max_length=max_length, query_max_length=query_max_length
     )
     got = ours(gemma_dir).encode(PAIRS, max_length=max_length, query_max_length=query_max_length)
     assert [g.ids for g in got] == ref
@@ -61,14 +61,14 @@ def test_truncation_budget_quirk_is_exercised(gemma_dir):
 
 def test_custom_prompt_and_instructions(gemma_dir):
     prompt = "Is B relevant to A? Yes or No."
-    ref = reference_llm_inputs(hf_tokenizer(gemma_dir), PAIRS, max_length=40, prompt=prompt)
+    ref = reference_llm_inputs(hf_llm_tokenizer(gemma_dir), PAIRS, max_length=40, prompt=prompt)
     got = ours(gemma_dir, prompt=prompt).encode(PAIRS, max_length=40)
     assert [g.ids for g in got] == ref
     assert ours(gemma_dir, query_instruction="Q: ").encode(PAIRS[:1])[0].ids != ref[0]
 
 
 def test_layerwise_rules_always_bos(minicpm_dir):
-    ref = reference_llm_inputs(hf_tokenizer(minicpm_dir), PAIRS, max_length=20, always_bos=True)
+    ref = reference_llm_inputs(hf_llm_tokenizer(minicpm_dir), PAIRS, max_length=20, always_bos=True)
     got = ours(minicpm_dir, always_bos=True).encode(PAIRS, max_length=20)
     assert [g.ids for g in got] == ref
 
@@ -79,7 +79,7 @@ def test_bos_equal_to_pad_is_left_out(gemma_dir, tmp_path):
     cfg = json.loads((d / "tokenizer_config.json").read_text())
     cfg["pad_token"] = cfg["bos_token"]
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
-    ref = reference_llm_inputs(hf_tokenizer(d), PAIRS, max_length=40)
+    ref = reference_llm_inputs(hf_llm_tokenizer(d), PAIRS, max_length=40)
     got = ours(d).encode(PAIRS, max_length=40)
     assert [g.ids for g in got] == ref
     assert got[0].ids[0] != 2
@@ -88,7 +88,7 @@ def test_bos_equal_to_pad_is_left_out(gemma_dir, tmp_path):
 
 def test_yes_token_and_prefix(gemma_dir):
     lt = ours(gemma_dir)
-    assert lt.yes_id == yes_id(hf_tokenizer(gemma_dir))
+    assert lt.yes_id == yes_id(hf_llm_tokenizer(gemma_dir))
     a, b = lt.encode(PAIRS[:2], max_length=64)
     # pairs of one query share [bos] + "A: query" + sep, and nothing more
     assert a.prefix_len == b.prefix_len

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny_llm import hf_tokenizer, reference_llm_inputs
+from oracle import hf_llm_tokenizer, reference_llm_inputs
 
 #: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
 #: (scripts/test-isa.sh)
@@ -90,7 +90,7 @@ def batch(ids_list):
 def test_minicpm_every_cutoff_matches_reference(minicpm_dir):
     from crossrank.families import load_decoder
 
-    tok = hf_tokenizer(minicpm_dir)
+    tok = hf_llm_tokenizer(minicpm_dir)
     ids_list = reference_llm_inputs(tok, PAIRS, max_length=64, always_bos=True)
     assert all(x[0] == tok.bos_token_id for x in ids_list)
     model = load_decoder(minicpm_dir)
@@ -112,7 +112,7 @@ def test_minicpm_every_cutoff_matches_reference(minicpm_dir):
 def test_minicpm_single_cutoff_stops_early_and_default_is_last(minicpm_dir):
     from crossrank.families import load_decoder
 
-    tok = hf_tokenizer(minicpm_dir)
+    tok = hf_llm_tokenizer(minicpm_dir)
     ids, mask = batch(reference_llm_inputs(tok, PAIRS, max_length=64, always_bos=True))
     model = load_decoder(minicpm_dir)
     n = model.config.num_hidden_layers

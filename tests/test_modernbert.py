@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from tiny import CORPUS
+from crossrank.testing import CORPUS
 
 #: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
 #: (scripts/test-isa.sh)

@@ -166,7 +166,11 @@ def test_cache_is_reused(bert_dir, onnx_cache):
     def must_not_export():
         raise AssertionError("re-exported although the cache holds the model")
 
-    again = OnnxBackend.from_checkpoint(bert_dir, must_not_export)
+    from crossrank.config import EncoderConfig, read_config
+    from crossrank.families.encoder import FAMILY
+
+    export = FAMILY.onnx_export(EncoderConfig.from_dict(read_config(bert_dir / "config.json")))
+    again = OnnxBackend.from_checkpoint(bert_dir, must_not_export, export)
     assert again.path == first
     assert (again.path.stat().st_ino, again.path.stat().st_mtime_ns) == (
         stat.st_ino,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from crossrank import Reranker
+from crossrank.testing import CORPUS
 from oracle import reference_scores
-from tiny import CORPUS
 
 #: kernels that differ by instruction set: also run under an emulated AVX2-only CPU
 #: (scripts/test-isa.sh)

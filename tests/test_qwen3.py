@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crossrank.errors import InputError
-from tiny_families import (
+from oracle import (
     AUTHORS_PREFIX,
     authors_inputs,
     authors_scores,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_train_trainer import make_data
-from tiny_llm import hf_tokenizer, reference_llm_inputs, yes_id
+from crossrank.testing import write_groups
+from oracle import hf_llm_tokenizer, reference_llm_inputs, yes_id
 
 PAIRS = [
     ("what is panda?", "The giant panda is a bear that eats bamboo."),
@@ -32,7 +32,7 @@ def peft_adapter(tmp_path_factory, gemma_dir):
 
 
 def reference(model, gemma_dir) -> list[float]:
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     with torch.no_grad():
         return [
             model(input_ids=torch.tensor([ids])).logits[0, -1, yes_id(tok)].item()
@@ -59,12 +59,12 @@ def test_a_crossrank_trained_adapter_loads_in_reranker(tmp_path, gemma_dir):
     from crossrank.models.adapters import apply_adapter
     from crossrank.train.trainer import TrainConfig, train
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(TrainConfig(model=str(gemma_dir), data=data, output=str(tmp_path / "o"), group_size=4,
                       batch_size=4, max_steps=2, lr=1e-2, lora_rank=4, device="cpu",
                       show_progress=False))  # fmt: skip
     scores = Reranker(tmp_path / "o", device="cpu").compute_score(PAIRS)
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     model = apply_adapter(load_decoder(gemma_dir), tmp_path / "o")
     with torch.no_grad():
         want = [
@@ -84,6 +84,45 @@ def test_adapter_errors(tmp_path, peft_adapter, bert_dir, gemma_dir):
         Reranker(bert_dir, adapter=adapter, device="cpu")
     with pytest.raises(CrossrankError, match="not a PEFT adapter"):
         Reranker(gemma_dir, adapter=tmp_path, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"r": 8}, r"adapter_config.json: r is 8 for .*_proj, but its lora_A / lora_B tensors "
+                   r"have rank 4 / 4"),
+        ({"rank_pattern": {"v_proj": 2}}, r"r is 2 for .*v_proj"),
+        ({"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]},
+         r"adapter_config.json: target_modules .* names linears the adapter has no tensors for: "
+         r"model.layers.0.mlp.gate_proj"),
+        ({"target_modules": ["q_proj", "k_proj", "v_proj"]},
+         r"does not name linears the adapter has tensors for: model.layers.0.self_attn.o_proj"),
+        ({"layers_to_transform": [0]}, r"does not name linears .*layers.1"),
+        ({"base_model_name_or_path": "/nonexistent/base"},
+         r"adapter_config.json: its base model '/nonexistent/base' .* does not exist"),
+    ],
+)  # fmt: skip
+def test_an_adapter_config_that_contradicts_its_tensors_is_refused(
+    tmp_path, peft_adapter, gemma_dir, change, message
+):
+    """What PEFT refuses (or, for target_modules, loads silently with layers left unadapted) is
+    one ModelLoadError naming adapter_config.json."""
+    import json
+    import shutil
+
+    from crossrank import Reranker
+    from crossrank.errors import ModelLoadError
+
+    adapter, _ = peft_adapter
+    bad = tmp_path / "bad"
+    shutil.copytree(adapter, bad)
+    conf = json.loads((bad / "adapter_config.json").read_text())
+    conf.update(change)
+    (bad / "adapter_config.json").write_text(json.dumps(conf))
+    with pytest.raises(ModelLoadError, match=message):
+        Reranker(bad, device="cpu") if "base_model_name_or_path" in change else Reranker(
+            gemma_dir, adapter=bad, device="cpu"
+        )
 
 
 def test_cli_scores_with_an_adapter_directory_as_the_model(tmp_path, peft_adapter, gemma_dir):

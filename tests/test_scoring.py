@@ -11,7 +11,7 @@ import pytest
 from crossrank import Reranker
 from crossrank.errors import InputError
 from crossrank.scoring import chunks, score_stream
-from tiny import WORDS
+from crossrank.testing import WORDS
 
 
 @pytest.fixture(scope="module")

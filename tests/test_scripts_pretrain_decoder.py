@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tiny_llm import hf_tokenizer
+from oracle import hf_llm_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_decoder.py"
 TEXTS = [
@@ -36,7 +36,7 @@ def test_lm_loss_equals_transformers(gemma_dir):
 
     from crossrank.families import load_decoder
 
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     rows = [tok(text)["input_ids"] for text in TEXTS]
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from crossrank.reranker import Reranker  # noqa: E402
 from crossrank.server.app import create_app  # noqa: E402
 from crossrank.server.settings import ServerSettings  # noqa: E402
-from tiny_families import short_max_length  # noqa: E402
+from crossrank.testing import short_max_length  # noqa: E402
 
 QUERY = "what do debian maintainers do?"
 LONG = " ".join(f"sentence {i} about debian packages and their maintainers." for i in range(40))

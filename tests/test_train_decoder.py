@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
+from crossrank.testing import TOPICS, write_groups
 from crossrank.train.trainer import TrainConfig, Trainer, train
-from test_train_trainer import TOPICS, make_data
-from tiny_llm import PROMPT, hf_tokenizer
+from oracle import PROMPT, hf_llm_tokenizer
 
 LONG = " ".join(text for _, text in TOPICS) * 2
 
@@ -64,13 +64,13 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
     from transformers import GemmaForCausalLM
 
     from crossrank.train.encoding import make_chunks
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import DecoderTask
+    from crossrank.train.losses import make_loss, task_loss
+    from crossrank.train.trainer import make_task
 
     qmax, pmax = 8, 64
     cfg = dcfg(tmp_path, gemma_dir, "-", "o", query_max_length=qmax, passage_max_length=pmax)
-    task = DecoderTask(gemma_dir, gemma_dir, cfg, torch.device("cpu"))
-    tok = hf_tokenizer(gemma_dir)
+    task = make_task(gemma_dir, gemma_dir, cfg, torch.device("cpu"))
+    tok = hf_llm_tokenizer(gemma_dir)
     yes = tok("Yes", add_special_tokens=False)["input_ids"][-1]
     expected = [
         reference_ids(tok, g.query, p, g.prompt or PROMPT, qmax, pmax)
@@ -92,7 +92,7 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
 
     chunks, inverse, _, _ = make_chunks(encoded, task.pad_id, 4096, torch.device("cpu"))
     scores = torch.cat([task.scores(task.model, *c) for c in chunks])[inverse].view(2, 4, -1)
-    loss = task.loss(scores, None, make_loss("ce"))
+    loss = task_loss(scores, None, make_loss("ce"), task.self_distill)
     loss.backward()
     assert abs(loss.item() - ref_loss.item()) < 1e-5
     ours, theirs = dict(task.model.named_parameters()), dict(ref.named_parameters())
@@ -110,13 +110,13 @@ def test_gemma_step_has_the_reference_inputs_loss_and_gradients(tmp_path, gemma_
 def test_layerwise_loss_is_the_reference_formula():
     """CE summed over layers + self-distillation of earlier layers to the last (no teacher);
     with teacher scores, distillation of every layer towards the teacher instead."""
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import LayerwiseTask
+    from crossrank.families.minicpm import FAMILY
+    from crossrank.train.losses import make_loss, task_loss
 
     torch.manual_seed(0)
     s = torch.randn(2, 4, 3)  # [batch, group, layers]
     teacher = torch.randn(2, 4)
-    task = LayerwiseTask.__new__(LayerwiseTask)
+    assert FAMILY.self_distill
     ce = torch.nn.functional.cross_entropy
     target = torch.zeros(2, dtype=torch.long)
 
@@ -125,9 +125,9 @@ def test_layerwise_loss_is_the_reference_formula():
 
     want = sum(ce(s[..., k], target) for k in range(3))
     want = want + sum(kd(s[..., k], s[..., 2]) for k in range(2))
-    assert abs(task.loss(s, None, make_loss("ce")).item() - want.item()) < 1e-6
+    assert abs(task_loss(s, None, make_loss("ce"), True).item() - want.item()) < 1e-6
     want_t = sum(ce(s[..., k], target) + kd(s[..., k], teacher) for k in range(3))
-    assert abs(task.loss(s, teacher, make_loss("ce")).item() - want_t.item()) < 1e-6
+    assert abs(task_loss(s, teacher, make_loss("ce"), True).item() - want_t.item()) < 1e-6
 
 
 def test_gemma_lora_adapter_loads_in_peft_with_the_same_scores(tmp_path, gemma_dir):
@@ -138,7 +138,7 @@ def test_gemma_lora_adapter_loads_in_peft_with_the_same_scores(tmp_path, gemma_d
     from crossrank.families import load_decoder
     from crossrank.models.adapters import adapter_base, apply_adapter
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(dcfg(tmp_path, gemma_dir, data, "out", lora_rank=4, lora_alpha=8.0, lr=1e-2))
     out = tmp_path / "out"
     conf = json.loads((out / "adapter_config.json").read_text())
@@ -148,7 +148,7 @@ def test_gemma_lora_adapter_loads_in_peft_with_the_same_scores(tmp_path, gemma_d
     assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names
     assert len(names) == 2 * 4 * 2  # A and B of q/k/v/o in 2 layers
 
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     ids = [reference_ids(tok, g.query, p, PROMPT, 16, 32) for g in groups() for p in g.passages]
     yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
     base = GemmaForCausalLM.from_pretrained(gemma_dir, torch_dtype=torch.float32).eval()
@@ -188,7 +188,7 @@ def test_an_adapter_trained_by_peft_scores_the_same_through_crossrank(tmp_path, 
     model = get_peft_model(base, lcfg).eval()
     model.save_pretrained(str(tmp_path / "ad"))
     assert is_adapter_dir(tmp_path / "ad")
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
     ids = [reference_ids(tok, g.query, p, PROMPT, 16, 32) for g in groups() for p in g.passages]
     ours_model = apply_adapter(load_decoder(gemma_dir), tmp_path / "ad")
@@ -214,7 +214,7 @@ def test_an_adapter_trained_by_peft_scores_the_same_through_crossrank(tmp_path, 
 def test_lora_run_resumes_exactly(tmp_path, gemma_dir):
     from safetensors.torch import load_file
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     kw = dict(lora_rank=4, lora_dropout=0.2, max_steps=4, save_steps=2, grad_accum=2, batch_size=2)
     train(dcfg(tmp_path, gemma_dir, data, "full", **kw))
     part = dcfg(tmp_path, gemma_dir, data, "part", **kw)
@@ -233,7 +233,7 @@ def test_lora_run_resumes_exactly(tmp_path, gemma_dir):
 
 
 def test_lora_keeps_the_base_frozen_in_its_dtype_and_states_for_trained_only(tmp_path, gemma_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     t = Trainer(dcfg(tmp_path, gemma_dir, data, "o", lora_rank=4, dtype="bf16", max_steps=1))
     trained = [p for p in t.task.model.parameters() if p.requires_grad]
     frozen = [p for p in t.task.model.parameters() if not p.requires_grad]
@@ -247,22 +247,22 @@ def test_lora_keeps_the_base_frozen_in_its_dtype_and_states_for_trained_only(tmp
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path, minicpm_dir):
     from crossrank.train.encoding import make_chunks
-    from crossrank.train.losses import make_loss
-    from crossrank.train.tasks.decoder import LayerwiseTask
+    from crossrank.train.losses import make_loss, task_loss
+    from crossrank.train.trainer import make_task
 
     grads = []
     for ckpt in (False, True):
         cfg = dcfg(tmp_path, minicpm_dir, "-", "o", gradient_checkpointing=ckpt, lora_rank=4,
                    lora_dropout=0.0, lora_extra_parameters=["linear_head"])  # fmt: skip
         torch.manual_seed(0)
-        task = LayerwiseTask(minicpm_dir, minicpm_dir, cfg, torch.device("cpu"))
+        task = make_task(minicpm_dir, minicpm_dir, cfg, torch.device("cpu"))
         assert task.model.gradient_checkpointing is ckpt
         chunks, inv, _, _ = make_chunks(
             task.encode(groups()), task.pad_id, 4096, torch.device("cpu")
         )
         scores = torch.cat([task.scores(task.model, *c) for c in chunks])[inv].view(2, 4, -1)
         assert scores.shape[-1] == 4  # layers 1..4 of the tiny model
-        loss = task.loss(scores, None, make_loss("ce"))
+        loss = task_loss(scores, None, make_loss("ce"), task.self_distill)
         loss.backward()
         grads.append(
             (
@@ -282,7 +282,7 @@ def test_layerwise_lora_with_heads_and_merge(tmp_path, minicpm_dir):
     from crossrank.families import load_decoder
     from crossrank.models.adapters import apply_adapter
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     kw = dict(lora_rank=4, lora_extra_parameters=["linear_head"], start_layer=2, lr=1e-2)
     train(dcfg(tmp_path, minicpm_dir, data, "ad", **kw))
     train(dcfg(tmp_path, minicpm_dir, data, "merged", merge=True, **kw))
@@ -305,7 +305,7 @@ def test_layerwise_lora_with_heads_and_merge(tmp_path, minicpm_dir):
 def test_decoder_option_errors(tmp_path, gemma_dir, bert_dir):
     from crossrank.errors import CrossrankError
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     with pytest.raises(CrossrankError, match="layerwise"):
         Trainer(dcfg(tmp_path, gemma_dir, data, "a", start_layer=1))
     with pytest.raises(CrossrankError, match="decoder"):
@@ -321,11 +321,11 @@ def test_full_fine_tuning_writes_a_checkpoint_transformers_scores_the_same(tmp_p
 
     from crossrank.families import load_decoder
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(dcfg(tmp_path, gemma_dir, data, "out", max_steps=2))
     out = tmp_path / "out"
     assert json.loads((out / "config.json").read_text())["architectures"] == ["GemmaForCausalLM"]
-    tok = hf_tokenizer(gemma_dir)
+    tok = hf_llm_tokenizer(gemma_dir)
     yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
     ids = [reference_ids(tok, g.query, p, PROMPT, 16, 32) for g in groups() for p in g.passages]
     ref_model = GemmaForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
@@ -345,7 +345,7 @@ def test_cli_trains_a_lora_adapter_and_reports_bad_prompts_by_line(tmp_path, gem
     import subprocess
     import sys
 
-    data = make_data(tmp_path / "d.jsonl", n=8)
+    data = write_groups(tmp_path / "d.jsonl", n=8)
     common = [sys.executable, "-m", "crossrank", "train", "-m", str(gemma_dir), "--group-size",
               "4", "--batch-size", "2", "--max-steps", "1", "--device", "cpu", "--no-progress",
               "--query-max-length", "16", "--passage-max-length", "32"]  # fmt: skip
@@ -377,7 +377,7 @@ def test_two_process_lora_matches_one_process(tmp_path, gemma_dir):
 
     from safetensors.torch import load_file
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     common = ["-m", "crossrank", "train", "-m", str(gemma_dir), "--data", data, "--group-size",
               "4", "--max-steps", "2", "--warmup-ratio", "0", "--lr", "1e-3", "--device", "cpu",
               "--no-progress", "--lora-rank", "4", "--lora-dropout", "0",

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from crossrank import Reranker
+from crossrank.testing import TOPICS, write_groups
 from crossrank.train.trainer import train
 from test_train_decoder import dcfg
-from test_train_trainer import TOPICS, make_data
 
 PAIRS = [(f"what is {t}?", text) for t, _ in TOPICS[:3] for _, text in TOPICS[:3]]
 
@@ -23,7 +23,7 @@ PAIRS = [(f"what is {t}?", text) for t, _ in TOPICS[:3] for _, text in TOPICS[:3
 def test_modernbert_full_fine_tuning_round_trip(tmp_path, modernbert_dir):
     from transformers import AutoTokenizer, ModernBertForSequenceClassification
 
-    data = make_data(tmp_path / "train.jsonl")
+    data = write_groups(tmp_path / "train.jsonl")
     out = tmp_path / "mb"
     before = Reranker(modernbert_dir, device="cpu").compute_score(PAIRS)
     train(dcfg(tmp_path, modernbert_dir, data, "mb", lr=1e-3, max_steps=3))
@@ -39,7 +39,7 @@ def test_modernbert_full_fine_tuning_round_trip(tmp_path, modernbert_dir):
 
 
 def test_qwen3_lora_adapter_and_merge(tmp_path, qwen3_dir):
-    path = make_data(tmp_path / "d.jsonl")
+    path = write_groups(tmp_path / "d.jsonl")
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     rows[0]["prompt"] = "Judge whether the package description answers the question"
     data = tmp_path / "train.jsonl"
@@ -58,7 +58,7 @@ def test_qwen3_lora_adapter_and_merge(tmp_path, qwen3_dir):
 def test_qwen3_converted_form_keeps_its_head_name(tmp_path, qwen3_seqcls_dir):
     from safetensors import safe_open
 
-    data = make_data(tmp_path / "train.jsonl")
+    data = write_groups(tmp_path / "train.jsonl")
     kw = dict(lr=1e-3, max_steps=2, query_max_length=64, passage_max_length=64)
     train(dcfg(tmp_path, qwen3_seqcls_dir, data, "out", **kw))
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:

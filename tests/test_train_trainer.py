@@ -13,29 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from crossrank.testing import TOPICS, write_groups
 from crossrank.train.trainer import TrainConfig, train
-
-TOPICS = [
-    ("panda", "The giant panda is a bear that eats bamboo in China."),
-    ("debian", "Debian is a free operating system for your computer."),
-    ("reranker", "A reranker orders candidate passages by relevance to a query."),
-    ("fox", "The quick brown fox jumps over the lazy dog."),
-    ("cat", "Die Katze schläft auf dem Sofa, während es draußen regnet."),
-    ("tokyo", "東京は日本の首都です。"),
-    ("moscow", "Москва — столица России."),
-    ("numbers", "numbers 0 1 2 3 4 5 6 7 8 9 10 100 2024"),
-]
-
-
-def make_data(path: Path, n: int = 16) -> str:
-    rows = []
-    for i in range(n):
-        topic, text = TOPICS[i % len(TOPICS)]
-        negs = [t for k, (_, t) in enumerate(TOPICS) if k != i % len(TOPICS)]
-        rows.append({"query": f"what is {topic}?", "pos": [text], "neg": negs})
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return str(path)
-
 
 PAIRS = [(f"what is {t}?", text) for t, _ in TOPICS[:4] for _, text in TOPICS[:4]]
 
@@ -74,7 +53,7 @@ def group_ce(model_dir: Path) -> float:
 
 
 def test_training_reduces_the_loss_and_logs_every_step(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     before = group_ce(bert_dir)
     summary = train(cfg(tmp_path, bert_dir, data, "out", max_steps=12, dropout=0.0))
     after = group_ce(tmp_path / "out")
@@ -90,7 +69,7 @@ def test_training_reduces_the_loss_and_logs_every_step(tmp_path, bert_dir):
 def test_checkpoint_loads_in_reranker_and_transformers_with_the_same_scores(tmp_path, xlmr_dir):
     from oracle import reference_scores
 
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, xlmr_dir, data, "out", max_steps=2))
     out = tmp_path / "out"
     conf = json.loads((out / "config.json").read_text())
@@ -104,11 +83,11 @@ def test_checkpoint_loads_in_reranker_and_transformers_with_the_same_scores(tmp_
 
 
 def test_bare_bert_gets_a_head_and_round_trips_through_transformers(tmp_path):
+    from crossrank.testing import bert_checkpoint
     from oracle import reference_scores
-    from tiny import bert_checkpoint
 
     bare = bert_checkpoint(tmp_path / "bare", bare=True, seed=3)
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, bare, data, "out", max_steps=2, save_dtype="fp16"))
     out = tmp_path / "out"
     conf = json.loads((out / "config.json").read_text())
@@ -118,7 +97,7 @@ def test_bare_bert_gets_a_head_and_round_trips_through_transformers(tmp_path):
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     # dropout stays on: the RNG state must be restored too
     train(
         cfg(tmp_path, bert_dir, data, "full", max_steps=6, save_steps=3, grad_accum=2, batch_size=2)
@@ -199,7 +178,7 @@ def test_bad_data_exits_2_with_the_line_number(tmp_path, bert_dir):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     # a modest lr: Adam turns rounding noise in near-zero gradients into lr-sized updates
     common = [
         "train", "--model", str(bert_dir), "--data", data, "--group-size", "4",
@@ -231,8 +210,10 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
     from transformers import AutoTokenizer
 
     from crossrank.config import EncoderConfig, read_config
+    from crossrank.engine.tokenize import load_tokenizer
+    from crossrank.families.base import ScoreOptions
+    from crossrank.families.encoder import FAMILY
     from crossrank.train.data import Group
-    from crossrank.train.trainer import PairEncoder
 
     model_dir = minilm_dir
     config = EncoderConfig.from_dict(read_config(model_dir / "config.json"))
@@ -241,12 +222,13 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
         Group("what is a panda?", tuple(text for _, text in TOPICS[:3]) + (long_text,)),
         Group(long_text, (TOPICS[1][1], long_text)),
     ]
-    encoder = PairEncoder(
-        model_dir,
-        TrainConfig(model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax),
-        config.type_vocab_size > 1,
-        config.pad_token_id,
+    cfg = TrainConfig(
+        model=str(model_dir), data="-", query_max_length=qmax, passage_max_length=pmax
     )
+    inference = FAMILY.pair_tokenizer(
+        load_tokenizer(model_dir), config, ScoreOptions(cfg.max_length)
+    )
+    encoder = inference.training(cfg.query_max_length, cfg.passage_max_length)
     tok = AutoTokenizer.from_pretrained(model_dir)
     expected = []
     for g in groups:
@@ -265,7 +247,7 @@ def test_training_pairs_follow_the_reference_length_rules(minilm_dir, qmax, pmax
                     max_length=qmax + pmax,
                 )
             )
-    got = encoder.encode(groups)
+    got = encoder.encode([(g.query, p) for g in groups for p in g.passages])
     assert [e.ids for e in got] == [x["input_ids"] for x in expected]
     assert max(len(e) for e in got) == qmax + pmax  # the long texts really were cut
     assert [e.type_ids for e in got] == [x["token_type_ids"] for x in expected]
@@ -285,7 +267,7 @@ def test_bf16_autocast_on_cpu_trains_like_fp32(tmp_path, bert_dir, monkeypatch):
     import crossrank.cpu
 
     monkeypatch.setattr(crossrank.cpu, "cpu_features", lambda: frozenset({"avx512_bf16"}))
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     before = group_ce(bert_dir)
     train(cfg(tmp_path, bert_dir, data, "fp32", max_steps=12, dropout=0.0))
     train(cfg(tmp_path, bert_dir, data, "bf16", max_steps=12, dropout=0.0, dtype="bf16"))

@@ -38,6 +38,11 @@ def cache_dir(name: str) -> Path:
     return root / name
 
 
+def is_local_reference(text: str) -> bool:
+    """True when ``text`` can only mean a local directory (a path, never a hub id)."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or not text
+
+
 def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = None) -> Path:
     """Return a local directory holding the checkpoint ``model``.
 
@@ -57,7 +62,7 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
         return bundled
     if path.exists():
         raise ModelLoadError(f"{text} is a file; pass the checkpoint directory instead")
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:
+    if is_local_reference(text):
         raise ModelLoadError(f"model directory {text} does not exist")
     from huggingface_hub import snapshot_download
 

@@ -17,7 +17,8 @@ from crossrank.errors import CrossrankError, InputError
 
 Document = str | Mapping[str, Any]
 
-_DTYPES = {
+#: dtype names users may give (``dtype=``, ``--dtype``, ``--save-dtype``): the one table
+DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "float32": torch.float32,
     "float": torch.float32,
@@ -27,6 +28,24 @@ _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+
+
+def dtype_named(name: str | torch.dtype | None, option: str = "dtype") -> torch.dtype:
+    """The torch dtype of ``name`` (:data:`DTYPES`, case-insensitive; None is fp32); an unknown
+    name is a :class:`~crossrank.errors.CrossrankError` naming ``option``.
+
+    Example:
+        >>> dtype_named("bf16")
+        torch.bfloat16
+    """
+    if name is None:
+        return torch.float32
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[str(name).lower()]
+    except KeyError:
+        raise CrossrankError(f"unknown {option} {name!r}; use one of fp32, fp16, bf16") from None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -44,15 +63,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``dtype`` as a torch.dtype (default fp32); fp16 on the CPU is refused."""
-    if dtype is None:
-        resolved = torch.float32
-    elif isinstance(dtype, torch.dtype):
-        resolved = dtype
-    else:
-        try:
-            resolved = _DTYPES[str(dtype).lower()]
-        except KeyError:
-            raise CrossrankError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16") from None
+    resolved = dtype_named(dtype)
     if resolved not in (torch.float32, torch.float16, torch.bfloat16):
         raise CrossrankError(f"dtype {resolved} is not supported; use fp32, fp16 or bf16")
     if resolved == torch.float16 and device.type == "cpu":

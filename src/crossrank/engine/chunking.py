@@ -23,7 +23,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from crossrank.engine.encoding import PairEncoding
-from crossrank.engine.tokenize import EncodedPair
+from crossrank.engine.tokenize import EncodedPair, encode_distinct
 from crossrank.errors import InputError
 from crossrank.options import ChunkSpec
 
@@ -94,8 +94,7 @@ def encode_chunked(
     max_length, qmax = pt.limits(max_length)
     queries, passages = pt.texts(pairs)
     tok = pt.tokenizer
-    unique = list(dict.fromkeys(queries))
-    q_encs = dict(zip(unique, tok.encode_batch(unique, add_special_tokens=False)))
+    q_encs = encode_distinct(tok, queries)
     if not spec.truncate:
         for q in q_encs.values():
             if len(q) > qmax:

@@ -53,6 +53,11 @@ class PairEncoding(Protocol):
         """One model input from a tokenized query and passage (window), cut by the rules."""
         ...
 
+    def training(self, query_max_length: int, passage_max_length: int) -> PairEncoding:
+        """These input rules with the family's fine-tuning length budgets (``crossrank train``'s
+        ``--query-max-length`` / ``--passage-max-length``): what training encodes with."""
+        ...
+
     def encode(
         self,
         pairs: Sequence[Sequence[str]],

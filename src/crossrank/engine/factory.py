@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from crossrank.engine.backend import Backend, TorchBackend
+from crossrank.engine.onnx_export import OnnxExport
 from crossrank.engine.pool import DevicePool
 from crossrank.errors import CrossrankError
 
@@ -25,11 +26,13 @@ def create_backend(
     dtype: torch.dtype,
     quantize: str | None = None,
     devices: list[torch.device] | None = None,
+    export: OnnxExport | None = None,
 ) -> Backend:
     """The backend called ``name`` for the checkpoint in ``model_dir``.
 
-    ``load_model(device)`` returns our PyTorch model on ``device``; the ONNX backend calls it
-    only when it has to export (its cache is keyed by the checkpoint's content). Several
+    ``load_model(device)`` returns our PyTorch model on ``device``; the ONNX backend exports it
+    with the family's ``export`` (None: the family has no export) only when its cache lacks it
+    (the cache is keyed by the checkpoint's content). Several
     ``devices`` give a :class:`~crossrank.engine.pool.DevicePool` (torch only).
     """
     if name not in BACKENDS:
@@ -51,6 +54,8 @@ def create_backend(
         )
     if devices and len(devices) > 1:
         raise CrossrankError("devices=[...] needs backend='torch'")
+    if export is None:
+        raise CrossrankError(f"{model_dir}: this model has no ONNX export; use backend='torch'")
     return OnnxBackend.from_checkpoint(
-        model_dir, lambda: load_model(torch.device("cpu")), quantize=quantize
+        model_dir, lambda: load_model(torch.device("cpu")), export, quantize=quantize
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
-from crossrank.engine.tokenize import EncodedPair, split_pairs
+from crossrank.engine.tokenize import EncodedPair, encode_distinct, split_pairs
 from crossrank.errors import InputError, ModelLoadError
 
 DEFAULT_PROMPT = (
@@ -84,6 +84,8 @@ class LLMPairTokenizer:
         query_instruction: str = "A: ",
         passage_instruction: str = "B: ",
         instruction_format: str = "{}{}",
+        passage_max_length: int | None = None,
+        template_in_budget: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         if always_bos and bos_id is None:
@@ -96,6 +98,11 @@ class LLMPairTokenizer:
         self.query_instruction = query_instruction
         self.passage_instruction = passage_instruction
         self.instruction_format = instruction_format
+        #: the passage's cut (None: max_length)
+        self.passage_max_length = passage_max_length
+        #: max_length bounds the whole input, separators and prompt included (the reference's
+        #: training rule), rather than the pair before them (its inference rule, step 3)
+        self.template_in_budget = template_in_budget
         self.sep_ids = self._ids(SEPARATOR)
         self.prompt_ids = self._ids(self.prompt)
         yes = self._ids("Yes")
@@ -110,6 +117,21 @@ class LLMPairTokenizer:
         new.prompt = prompt
         new.prompt_ids = self._ids(prompt)
         return new
+
+    def training(self, query_max_length: int, passage_max_length: int) -> LLMPairTokenizer:
+        """These rules with FlagEmbedding's LLM fine-tuning budgets (``q`` / ``p``): the query
+        cut to ``q + p // 4`` tokens, the passage to ``p + q // 2``, and the whole input,
+        separators and prompt included, to ``q + p`` (cut on the passage side)."""
+        q, p = query_max_length, passage_max_length
+        new = copy.copy(self)
+        new.max_length, new.query_max_length = q + p, q + p // 4
+        new.passage_max_length, new.template_in_budget = p + q // 2, True
+        return new
+
+    def _budget(self, max_length: int) -> int:
+        """Most tokens of ``[bos] query sep passage`` (the pair before ``sep prompt``)."""
+        tail = len(self.sep_ids) + len(self.prompt_ids)
+        return max_length - tail if self.template_in_budget else max_length + tail
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -138,10 +160,11 @@ class LLMPairTokenizer:
         """Most passage tokens :meth:`assemble` keeps beside ``query`` (the reference's cut,
         quirks included: see the module docstring)."""
         first = int(self.add_bos) + min(len(query), qmax)
-        excess = first - len(self.prompt_ids)  # of a passage of max_length tokens
-        if 0 < excess < len(self.sep_ids) + max_length:
-            return max_length - excess
-        return max_length
+        cut = self.passage_max_length or max_length
+        excess = first + len(self.sep_ids) + cut - self._budget(max_length)  # of a long passage
+        if 0 < excess < len(self.sep_ids) + cut:
+            return cut - excess
+        return cut
 
     def assemble(
         self, query: Encoding, passage: Encoding, max_length: int, qmax: int
@@ -149,8 +172,8 @@ class LLMPairTokenizer:
         """One model input: ``[bos] query sep passage sep prompt``, cut as the reference does."""
         head = [self.bos_id] if self.add_bos else []
         first = head + query.ids[:qmax]
-        second = self.sep_ids + passage.ids[:max_length]
-        excess = len(first) + len(second) - (max_length + len(self.sep_ids) + len(self.prompt_ids))
+        second = self.sep_ids + passage.ids[: self.passage_max_length or max_length]
+        excess = len(first) + len(second) - self._budget(max_length)
         if 0 < excess < len(second):
             second = second[:-excess]
         kept_sep = second[: len(self.sep_ids)] == self.sep_ids
@@ -167,7 +190,6 @@ class LLMPairTokenizer:
         """Encode pairs (input order kept); each distinct query is tokenized once."""
         max_length, qmax = self.limits(max_length, query_max_length)
         queries, passages = self.texts(pairs)
-        unique = list(dict.fromkeys(queries))
-        q_encs = dict(zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False)))
+        q_encs = encode_distinct(self.tokenizer, queries)
         p_encs = self.tokenizer.encode_batch(passages, add_special_tokens=False)
         return [self.assemble(q_encs[q], p, max_length, qmax) for q, p in zip(queries, p_encs)]

@@ -1,7 +1,7 @@
-"""ONNX Runtime backend: our CrossEncoder exported to ONNX, optimised, optionally int8-quantized.
+"""ONNX Runtime backend: a family's model exported to ONNX, optimised, optionally int8-quantized.
 
-The pieces: :mod:`~crossrank.engine.onnx_export` (the padded-batch export and ONNX Runtime's
-fusions), :mod:`~crossrank.engine.onnx_quantize` (dynamic int8, per-token feed-forward
+The pieces: :mod:`~crossrank.engine.onnx_export` (the export of the family's padded-batch
+forward pass and ONNX Runtime's fusions), :mod:`~crossrank.engine.onnx_quantize` (dynamic int8, per-token feed-forward
 products), :mod:`~crossrank.engine.onnx_cache` (the on-disk cache keyed by the checkpoint's
 content). This module holds the backend that scores token batches with the cached model.
 """
@@ -17,6 +17,7 @@ from torch import nn
 
 from crossrank.engine.batching import TokenBatch
 from crossrank.engine.onnx_cache import cached_model
+from crossrank.engine.onnx_export import OnnxExport
 from crossrank.errors import missing_extra
 
 
@@ -50,16 +51,18 @@ class OnnxBackend:
         cls,
         model_dir: str | Path,
         load_model: Callable[[], nn.Module],
+        export: OnnxExport,
         *,
         quantize: str | None = None,
     ) -> OnnxBackend:
-        """The backend for a checkpoint directory, exporting through the on-disk cache."""
+        """The backend for a checkpoint directory, exporting through the on-disk cache (the
+        family's ``export`` of ``load_model()``, called only when the cache lacks it)."""
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError as exc:
             raise missing_extra("onnx", exc.name or "onnxruntime") from None
-        return cls(cached_model(Path(model_dir), load_model, quantize), quantize=quantize)
+        return cls(cached_model(Path(model_dir), load_model, export, quantize), quantize=quantize)
 
     def workers_for(self, n_pairs: int, n_batches: int) -> int:
         return 1

@@ -22,7 +22,7 @@ from torch import nn
 
 from crossrank.atomic import atomic_dir
 from crossrank.cpu import int8_scheme
-from crossrank.engine.onnx_export import EXPORT_VERSION, OPSET, build
+from crossrank.engine.onnx_export import EXPORT_VERSION, OPSET, OnnxExport, build
 from crossrank.hub import cache_dir
 from crossrank.models.weights import weight_files
 
@@ -79,9 +79,13 @@ def _locked(path: Path):
 
 
 def cached_model(
-    model_dir: Path, load_model: Callable[[], nn.Module], quantize: str | None
+    model_dir: Path,
+    load_model: Callable[[], nn.Module],
+    export: OnnxExport,
+    quantize: str | None,
 ) -> Path:
-    """The cached ONNX file for this checkpoint and options, exporting it on first use."""
+    """The cached ONNX file for this checkpoint and options, exporting it on first use (the
+    family's ``export`` of ``load_model()``)."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     scheme = int8_scheme() if quantize is not None else None
@@ -94,5 +98,7 @@ def cached_model(
             return final / "model.onnx"
         logger.info("exporting %s to ONNX (%s) in %s", model_dir, variant(quantize, scheme), final)
         # an incomplete leftover under the final name (no meta.json) is replaced
-        atomic_dir(final, lambda tmp: build(Path(model_dir), load_model, quantize, tmp, scheme))
+        atomic_dir(
+            final, lambda tmp: build(Path(model_dir), load_model, export, quantize, tmp, scheme)
+        )
     return final / "model.onnx"

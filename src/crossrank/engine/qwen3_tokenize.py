@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from tokenizers import Encoding, Tokenizer
 
-from crossrank.engine.tokenize import EncodedPair
+from crossrank.engine.tokenize import EncodedPair, encode_distinct
 from crossrank.errors import InputError, ModelLoadError
 
 SYSTEM_PROMPT = (
@@ -110,6 +110,14 @@ class Qwen3PairTokenizer:
         new.instruction_tokens = new._instruction_tokens()
         return new
 
+    def training(self, query_max_length: int, passage_max_length: int) -> Qwen3PairTokenizer:
+        """This template with the fine-tuning budget: the whole input cut to
+        ``query_max_length + passage_max_length`` tokens, the document first."""
+        new = copy.copy(self)
+        new.max_length = query_max_length + passage_max_length
+        new.limits()  # the template must leave room for text
+        return new
+
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -175,11 +183,10 @@ class Qwen3PairTokenizer:
         whole as the authors do."""
         max_length, budget = self.limits(max_length, query_max_length)
         query_sides, _ = self.texts(pairs)
-        unique = list(dict.fromkeys(query_sides))
         # the tokens every pair of a query starts with (up to its <Document>: marker)
         heads = {
             q: self.prefix_ids + enc.ids
-            for q, enc in zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False))
+            for q, enc in encode_distinct(self.tokenizer, query_sides).items()
         }
         middles = self.tokenizer.encode_batch(
             [middle_text(self.instruction, q, d) for q, d in pairs], add_special_tokens=False

@@ -21,6 +21,7 @@ from crossrank.engine.backend import Backend, is_oom
 from crossrank.engine.batching import collate, plan_batches
 from crossrank.engine.chunking import ChunkSpec, best_per_document, encode_chunked
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.invariant import score_alone
 from crossrank.engine.tokenize import EncodedPair
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,10 @@ class Engine:
     Safe to call from several threads: a call keeps its state local; the only shared state is
     the :class:`TokenBudget` lowered after an out-of-memory error (shared with the engines of
     :meth:`sibling`).
+
+    With ``deterministic=True`` every distinct input is scored alone, at its exact length, on
+    one thread (several inputs at a time; :mod:`crossrank.engine.invariant`): its score is
+    bitwise the same whatever its batch, neighbours, concurrency and thread count.
     """
 
     def __init__(
@@ -128,9 +133,11 @@ class Engine:
         max_tokens: int | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        deterministic: bool = False,
         budget: TokenBudget | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.deterministic = deterministic
         self.backend = backend
         self.pad_id = pad_id
         if budget is None:
@@ -146,7 +153,7 @@ class Engine:
 
     def sibling(self, tokenizer: PairEncoding, backend: Backend, *, pad_id: int) -> Engine:
         """An engine for other input rules or another backend over the same model: same batch
-        size and progress setting, and the same :class:`TokenBudget` (what an out-of-memory
+        size, progress and deterministic settings, and the same :class:`TokenBudget` (what an out-of-memory
         error taught either is kept by both)."""
         return Engine(
             tokenizer,
@@ -154,6 +161,7 @@ class Engine:
             pad_id=pad_id,
             batch_size=self.batch_size,
             show_progress=self.show_progress,
+            deterministic=self.deterministic,
             budget=self.budget,
         )
 
@@ -292,6 +300,11 @@ class Engine:
 
     def _forward(self, encoded: Sequence[EncodedPair], items: np.ndarray) -> np.ndarray:
         """Float32 scores of ``encoded[items]`` from the backend, in that order."""
+        if self.deterministic:
+            alone = score_alone(
+                lambda i: self.backend.score(collate([encoded[i]], self.pad_id)), items
+            )
+            return np.concatenate(alone).astype(np.float32, copy=False)
         try:
             scores = self.backend.score(collate([encoded[i] for i in items], self.pad_id))
             return np.asarray(scores, dtype=np.float32)

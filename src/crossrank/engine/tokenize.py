@@ -79,10 +79,13 @@ class PairTokenizer:
         passage_instruction: str | None = None,
         instruction_format: str = "{}{}",
         use_type_ids: bool = False,
+        passage_max_length: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.query_max_length = query_max_length
+        #: most passage tokens of a pair (None: what the pair's budget leaves)
+        self.passage_max_length = passage_max_length
         self.query_instruction = query_instruction
         self.passage_instruction = passage_instruction
         self.instruction_format = instruction_format
@@ -105,7 +108,27 @@ class PairTokenizer:
 
     def passage_budget(self, query: Encoding, max_length: int, qmax: int) -> int:
         """Most passage tokens that fit beside ``query`` (cut to ``qmax``) in a pair."""
-        return max(max_length - self.num_special - min(len(query), qmax), 0)
+        budget = max(max_length - self.num_special - min(len(query), qmax), 0)
+        return budget if self.passage_max_length is None else min(budget, self.passage_max_length)
+
+    def training(self, query_max_length: int, passage_max_length: int) -> PairTokenizer:
+        """These rules with FlagEmbedding's encoder fine-tuning budgets (``q`` / ``p``): the
+        query cut to ``q + p // 4`` tokens, the passage to ``p + q // 2``, the pair (special
+        tokens included) to ``q + p`` and at most ``max_length``, on the passage side; a short
+        query leaves its unused budget to the passage. Always these rules (a subclass's
+        truncation rule is not carried over: ModernBERT is fine-tuned with them too)."""
+        q, p = query_max_length, passage_max_length
+        max_length, _ = self.limits(min(self.max_length, q + p))  # room for text
+        return PairTokenizer(
+            self.tokenizer,
+            max_length=max_length,
+            query_max_length=min(q + p // 4, max_length - self.num_special),
+            query_instruction=self.query_instruction,
+            passage_instruction=self.passage_instruction,
+            instruction_format=self.instruction_format,
+            use_type_ids=self.use_type_ids,
+            passage_max_length=p + q // 2,
+        )
 
     def texts(self, pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
         """Queries and passages with the optional instructions prepended."""
@@ -123,18 +146,13 @@ class PairTokenizer:
         """Encode pairs (input order kept)."""
         max_length, qmax = self.limits(max_length, query_max_length)
         queries, passages = self.texts(pairs)
-        q_encs = self._encode_unique(queries)
+        distinct = encode_distinct(self.tokenizer, queries)
+        q_encs = [distinct[q] for q in queries]
         p_encs = self.tokenizer.encode_batch(passages, add_special_tokens=False)
         out = []
         for q_enc, p_enc in zip(q_encs, p_encs):
             out.append(self.assemble(q_enc, p_enc, max_length, qmax))
         return out
-
-    def _encode_unique(self, texts: list[str]) -> list[Encoding]:
-        """Encode texts, tokenizing each distinct text once (queries repeat across pairs)."""
-        unique = list(dict.fromkeys(texts))
-        encs = dict(zip(unique, self.tokenizer.encode_batch(unique, add_special_tokens=False)))
-        return [encs[t] for t in texts]
 
     def assemble(self, q: Encoding, p: Encoding, max_length: int, qmax: int) -> EncodedPair:
         """Cut the query, build the pair with special tokens, cut the passage to fit."""
@@ -144,6 +162,13 @@ class PairTokenizer:
         # post_process applies the tokenizer's pair template (special tokens and type ids)
         pair = self.tokenizer.post_process(q_enc, p_enc, add_special_tokens=True)
         return EncodedPair(pair.ids, pair.type_ids if self.use_type_ids else None)
+
+
+def encode_distinct(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, Encoding]:
+    """Each distinct text of ``texts`` tokenized once, without special tokens (queries repeat
+    across pairs): ``{text: encoding}``, in first-seen order."""
+    unique = list(dict.fromkeys(texts))
+    return dict(zip(unique, tokenizer.encode_batch(unique, add_special_tokens=False)))
 
 
 def split_pairs(

@@ -5,13 +5,16 @@ which ``config.json`` architectures it runs, how to parse that config, how to lo
 model (or another backend), its input rules (a :class:`~crossrank.engine.encoding.PairEncoding`)
 and what its score is. ``Reranker`` composes these; it never branches on the family.
 
+A family also says how ``crossrank train`` trains it (``train_task``) and how its model is
+exported to ONNX (``onnx_export``), or that it has none (None).
+
 Adding a family: one module in ``crossrank/families/`` defining a :class:`Family` object named
 ``FAMILY``, plus one line in :data:`crossrank.families.REGISTRY`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,7 +23,9 @@ import torch
 
 from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
+from crossrank.engine.onnx_export import OnnxExport
 from crossrank.errors import CrossrankError
+from crossrank.families.training import TrainSettings, TrainTask
 from crossrank.options import Options, family_defaults
 
 #: Reranker options that only some families honour, with their "not given" values (declared
@@ -98,6 +103,12 @@ class Family(Protocol):
     backends: tuple[str, ...]
     #: one line: what a score is for this family
     score: str
+    #: parsed config -> how its model is exported to ONNX (the padded forward pass beside the
+    #: model in :mod:`crossrank.models`); None: the family has no export
+    onnx_export: Callable[[Any], OnnxExport] | None
+    #: ``(init_dir, load_dir, settings, device)`` -> its training task
+    #: (:class:`~crossrank.families.training.TrainTask`); None: the family is not trained
+    train_task: Callable[[Path, Path, TrainSettings, torch.device], TrainTask] | None
 
     def claims(self, raw: dict[str, Any]) -> bool:
         """True when this family runs the checkpoint whose config.json is ``raw``."""

@@ -11,16 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
-from crossrank.config import BARE_ENCODERS, MODEL_TYPES, SEQUENCE_CLASSIFICATION, EncoderConfig
+from crossrank.config import (
+    BARE_ENCODERS,
+    MODEL_TYPES,
+    SEQUENCE_CLASSIFICATION,
+    EncoderConfig,
+    read_config,
+)
 from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.factory import create_backend
+from crossrank.engine.onnx_export import OnnxExport
 from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
 from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
+from crossrank.families.training import Checkpoint, EncoderTask, TrainSettings, TrainTask
 from crossrank.models import load_cross_encoder
+from crossrank.models.encoder_padded import PaddedCrossEncoder
+from crossrank.models.weights import ours_to_hf
 
 
 class EncoderFamily:
@@ -42,17 +53,80 @@ class EncoderFamily:
         return EncoderConfig.from_dict(raw)
 
     def load(self, model_dir: Path, config: EncoderConfig, runtime: Runtime) -> LoadedEncoder:
-        return LoadedEncoder(model_dir, config, runtime)
+        return LoadedEncoder(self, model_dir, config, runtime)
+
+    #: the input rules (FlagEmbedding's FlagReranker)
+    pair_class: type[PairTokenizer] = PairTokenizer
+
+    def pair_tokenizer(
+        self, tokenizer: Tokenizer, config: Any, options: ScoreOptions
+    ) -> PairEncoding:
+        """The family's input rules (:attr:`pair_class`) for ``options``."""
+        return self.pair_class(
+            tokenizer,
+            max_length=options.max_length,
+            query_max_length=options.query_max_length,
+            query_instruction=options.query_instruction,
+            passage_instruction=options.passage_instruction,
+            use_type_ids=self.type_ids(config),
+        )
+
+    def type_ids(self, config: EncoderConfig) -> bool:
+        """Whether the model reads token type ids."""
+        return config.type_vocab_size > 1
+
+    def trainable(self, load_dir: Path) -> tuple[nn.Module, nn.Module, Any, Checkpoint]:
+        """Our model of ``load_dir`` to train: ``(model, the module with its
+        gradient_checkpointing switch, config, () -> (state under the checkpoint's names,
+        config.json content))``; a bare encoder gets a fresh head."""
+        model = load_cross_encoder(load_dir)
+        config = EncoderConfig.from_dict(read_config(load_dir / "config.json"))
+        return (
+            model,
+            model.encoder,
+            config,
+            lambda: (ours_to_hf(model.state_dict(), config), config.to_dict()),
+        )
+
+    def train_task(
+        self, init_dir: Path, load_dir: Path, settings: TrainSettings, device: torch.device
+    ) -> TrainTask:
+        """Full fine-tuning (:class:`~crossrank.families.training.EncoderTask`) of
+        :meth:`trainable`. ``load_dir`` holds the weights to start from, ``init_dir`` the
+        tokenizer."""
+        model, body, config, checkpoint = self.trainable(load_dir)
+        tokenizer = load_tokenizer(init_dir)
+        return EncoderTask(
+            settings,
+            device,
+            model=model,
+            body=body,
+            pair=self.pair_tokenizer(tokenizer, config, ScoreOptions(settings.max_length)),
+            pad_id=pad_token_id(tokenizer, init_dir, config.pad_token_id),
+            checkpoint=checkpoint,
+            tokenizer_dir=init_dir,
+        )
+
+    def onnx_export(self, config: EncoderConfig) -> OnnxExport:
+        """The padded forward pass (:mod:`crossrank.models.encoder_padded`), token type ids
+        where the model has them, ONNX Runtime's BERT fusions."""
+        return OnnxExport(
+            PaddedCrossEncoder,
+            with_types=config.type_vocab_size > 1,
+            bert_fusions=(config.num_attention_heads, config.hidden_size),
+        )
 
 
 class LoadedEncoder:
     """A cross-encoder's tokenizer and backend (torch, ONNX or a device pool), loaded once.
 
-    Encoder families differ in three hooks: :meth:`load_model`, :meth:`pair_tokenizer` and
-    :attr:`ffn_width` (the widest activation, for the CPU token budget).
+    Encoder families differ in two hooks here, :meth:`load_model` and :attr:`ffn_width` (the
+    widest activation, for the CPU token budget), and in their family's ``pair_tokenizer`` and
+    ``onnx_export``.
     """
 
-    def __init__(self, model_dir: Path, config: Any, runtime: Runtime) -> None:
+    def __init__(self, family: Any, model_dir: Path, config: Any, runtime: Runtime) -> None:
+        self.family = family
         self.config = config
         self.runtime = runtime
         self.tokenizer = load_tokenizer(model_dir)
@@ -65,6 +139,7 @@ class LoadedEncoder:
             dtype=runtime.dtype,
             quantize=runtime.quantize,
             devices=runtime.devices,
+            export=family.onnx_export(config),
         )
         self.model = self.backend.model
 
@@ -77,26 +152,14 @@ class LoadedEncoder:
         """Our PyTorch model of the checkpoint on ``device``."""
         return load_cross_encoder(model_dir, dtype=dtype, device=device)
 
-    def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
-        """The input rules (FlagEmbedding's FlagReranker) for ``options``."""
-        return PairTokenizer(
-            self.tokenizer,
-            max_length=options.max_length,
-            query_max_length=options.query_max_length,
-            query_instruction=options.query_instruction,
-            passage_instruction=options.passage_instruction,
-            use_type_ids=self.config.type_vocab_size > 1,
-        )
-
     def scoring(self, options: ScoreOptions) -> Scoring:
         budget = None
         if self.backend.name == "onnx":
             budget = ONNX_TOKEN_BUDGET
         elif self.runtime.device.type == "cpu":
             budget = cpu_token_budget(self.config.hidden_size, self.ffn_width)
-        return Scoring(
-            self.pair_tokenizer(options), self.backend, self.pad_id, default_max_tokens=budget
-        )
+        pair = self.family.pair_tokenizer(self.tokenizer, self.config, options)
+        return Scoring(pair, self.backend, self.pad_id, default_max_tokens=budget)
 
 
 FAMILY = EncoderFamily()

@@ -13,10 +13,11 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from crossrank.engine.encoding import PairEncoding
-from crossrank.errors import UnsupportedModelError
+from crossrank.errors import CrossrankError, UnsupportedModelError
 from crossrank.families.base import ScoreOptions
 from crossrank.families.decoder import DecoderFamily
 from crossrank.families.gemma import bge_llm_tokenizer
+from crossrank.families.training import TrainSettings
 from crossrank.models.decoder import DecoderConfig, DecoderLM
 from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
 
@@ -26,6 +27,7 @@ class MiniCPMLayerwiseFamily(DecoderFamily):
     architectures = ("LayerWiseMiniCPMForCausalLM",)
     options = frozenset({"prompt", "share_prefix", "cutoff_layers"})
     score = "the cutoff layer's head on the last position (default: the last layer)"
+    self_distill = True
 
     def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
         head_type, multi = raw.get("head_type", "simple"), raw.get("head_multi", True)
@@ -44,6 +46,18 @@ class MiniCPMLayerwiseFamily(DecoderFamily):
 
     def model_class(self) -> type[DecoderLM]:
         return LayerWiseMiniCPMForCausalLM
+
+    def train_options(self, model: DecoderLM, settings: TrainSettings) -> dict[str, Any]:
+        """Every layer from ``--start-layer`` (default the checkpoint's first head) to the last
+        is trained: one score column each."""
+        conf = model.config
+        start = conf.start_layer if settings.start_layer is None else settings.start_layer
+        if not conf.start_layer <= start <= conf.num_hidden_layers:
+            raise CrossrankError(
+                f"--start-layer {start}: this checkpoint has heads for layers "
+                f"{conf.start_layer} to {conf.num_hidden_layers}"
+            )
+        return {"cutoff_layers": tuple(range(start, conf.num_hidden_layers + 1))}
 
     def pair_tokenizer(
         self, tokenizer: Tokenizer, model_dir: Path, options: ScoreOptions

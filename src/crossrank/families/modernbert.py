@@ -14,24 +14,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.longest_first import LongestFirstPairTokenizer
-from crossrank.families.base import Runtime, ScoreOptions, claims_by_architecture
-from crossrank.families.encoder import LoadedEncoder
+from crossrank.engine.onnx_export import OnnxExport
+from crossrank.families.base import Runtime, claims_by_architecture
+from crossrank.families.encoder import EncoderFamily, LoadedEncoder
+from crossrank.families.training import Checkpoint
 from crossrank.models.modernbert import ARCHITECTURES, ModernBertConfig, load_modernbert
+from crossrank.models.modernbert_padded import PaddedModernBert
 
 
-class ModernBertFamily:
-    """The ModernBERT cross-encoder family (see the module docstring)."""
+class ModernBertFamily(EncoderFamily):
+    """The ModernBERT cross-encoder family (see the module docstring): the encoder family's
+    loading, training and backends with its own model, input rules and export."""
 
     name = "modernbert"
     architectures = ARCHITECTURES
-    options = frozenset({"backend", "quantize", "devices"})
     #: what backend="auto" may pick: ONNX runs when asked for, but its int8 fidelity on real
     #: ModernBERT weights is unmeasured (no checkpoint can be downloaded here), so auto stays
     #: with PyTorch
     backends = ("torch",)
     score = "the classifier's logit on the pooled sequence (first token or mean, per config)"
+    #: transformers' ``truncation=True`` rule ("longest_first"); training keeps the encoders'
+    #: length rule (:meth:`~crossrank.engine.tokenize.PairTokenizer.training`)
+    pair_class = LongestFirstPairTokenizer
 
     def claims(self, raw: dict[str, Any]) -> bool:
         return claims_by_architecture(self, raw)
@@ -40,11 +45,25 @@ class ModernBertFamily:
         return ModernBertConfig.from_dict(raw)
 
     def load(self, model_dir: Path, config: ModernBertConfig, runtime: Runtime) -> LoadedModernBert:
-        return LoadedModernBert(model_dir, config, runtime)
+        return LoadedModernBert(self, model_dir, config, runtime)
+
+    def type_ids(self, config: ModernBertConfig) -> bool:
+        return False
+
+    def trainable(self, load_dir: Path) -> tuple[nn.Module, nn.Module, Any, Checkpoint]:
+        """The output is a ``ModernBertForSequenceClassification`` checkpoint (our tensor names
+        are Hugging Face's)."""
+        model = load_modernbert(load_dir)
+        return model, model.model, model.config, lambda: (model.state_dict(), model.config.raw)
+
+    def onnx_export(self, config: ModernBertConfig) -> OnnxExport:
+        """Its own padded graph (:mod:`crossrank.models.modernbert_padded`), which ONNX
+        Runtime's BERT fusions do not match (its session-level optimisations do)."""
+        return OnnxExport(PaddedModernBert)
 
 
 class LoadedModernBert(LoadedEncoder):
-    """A ModernBERT cross-encoder: its model, transformers' truncation rule, GeGLU width."""
+    """A ModernBERT cross-encoder: its model and GeGLU width."""
 
     @property
     def ffn_width(self) -> int:
@@ -52,15 +71,6 @@ class LoadedModernBert(LoadedEncoder):
 
     def load_model(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> nn.Module:
         return load_modernbert(model_dir, dtype=dtype, device=device)
-
-    def pair_tokenizer(self, options: ScoreOptions) -> PairEncoding:
-        return LongestFirstPairTokenizer(
-            self.tokenizer,
-            max_length=options.max_length,
-            query_max_length=options.query_max_length,
-            query_instruction=options.query_instruction,
-            passage_instruction=options.passage_instruction,
-        )
 
 
 FAMILY = ModernBertFamily()

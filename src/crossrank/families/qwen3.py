@@ -25,6 +25,7 @@ class Qwen3Family(DecoderFamily):
     architectures = ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification")
     options = frozenset({"instruction", "share_prefix"})
     score = 'logit("yes") - logit("no") at the last position (sigmoid: the authors\' P(yes))'
+    example_prompt = "instruction"  # a training example's prompt is its <Instruct> text
 
     def parse_config(self, raw: dict[str, Any]) -> DecoderConfig:
         config = DecoderConfig.from_dict(raw, kind=self.name)

@@ -1,10 +1,22 @@
-"""PEFT LoRA adapters on our models: find an adapter's base, merge its weights in.
+"""PEFT's LoRA adapter layout, the one module that reads and writes it: write an adapter
+(training), put its tensors back (resume), find its base, check it and merge it in (scoring).
 
-An adapter directory is PEFT's layout (``adapter_config.json`` + ``adapter_model.safetensors``
-or ``adapter_model.bin``), written by ``crossrank train --lora-rank`` or by ``peft`` on a
-transformers model of the same checkpoint: tensor names are Hugging Face module names, which
-our decoders share. Merging ``W += (alpha / r) B A`` (computed in fp32, stored in W's dtype)
-gives the scores of PEFT's unmerged model, with no ``peft`` installed.
+An adapter directory is PEFT's layout, written by ``crossrank train --lora-rank`` or by ``peft``
+on a transformers model of the same checkpoint (both tested against ``peft``):
+
+- ``adapter_config.json``: ``peft_type LORA``, ``r``, ``lora_alpha``, ``lora_dropout``,
+  ``target_modules``, ``modules_to_save``, ``base_model_name_or_path`` ...
+- ``adapter_model.safetensors`` (or ``adapter_model.bin``):
+  ``base_model.model.<module>.lora_A.weight`` ``[r, in]`` and ``.lora_B.weight`` ``[out, r]``
+  for each adapted linear (Hugging Face module names, which our decoders share), plus
+  ``base_model.model.<module>.<parameter>`` for each fully trained extra module.
+
+The configuration is checked against the tensors as PEFT checks it when it loads: an ``r``
+(or ``rank_pattern`` entry) that is not the tensors' rank, a ``target_modules`` that names
+linears the file has no tensors for, or tensors for linears it does not name, is a
+:class:`~crossrank.errors.ModelLoadError` naming ``adapter_config.json``. Merging
+``W += (alpha / r) B A`` (computed in fp32, stored in W's dtype) gives the scores of PEFT's
+unmerged model, with no ``peft`` installed.
 
 Example:
     >>> base = adapter_base("my-adapter")  # doctest: +SKIP
@@ -17,6 +29,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +37,84 @@ import torch
 from torch import nn
 
 from crossrank.errors import CrossrankError, ModelLoadError, UnsupportedModelError
-from crossrank.hub import resolve_model_dir
+from crossrank.hub import is_local_reference, resolve_model_dir
 from crossrank.models.decoder import DecoderLM
+from crossrank.models.lora import LoRALinear, matches_target
 
 CONFIG_FILE = "adapter_config.json"
-_PREFIX = "base_model.model."
+WEIGHTS_FILE = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+def adapter_config(
+    *,
+    base: str,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules: Sequence[str],
+    extra_parameters: Sequence[str],
+) -> dict[str, Any]:
+    """``adapter_config.json`` as PEFT writes it for a LoRA adapter."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": sorted(target_modules),
+        "modules_to_save": list(extra_parameters) or None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": None,
+    }
+
+
+def adapter_state(
+    model: nn.Module, extra_parameters: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """The adapter's tensors of a model prepared by :func:`~crossrank.models.lora.add_lora`,
+    under PEFT's names."""
+    out: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            out[f"{PREFIX}{name}.lora_A.weight"] = module.lora_A.weight
+            out[f"{PREFIX}{name}.lora_B.weight"] = module.lora_B.weight
+        elif extra_parameters and matches_target(name, extra_parameters):
+            for pname, p in module.named_parameters():
+                out[f"{PREFIX}{name}.{pname}"] = p
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+def save_adapter(model: nn.Module, dest: Path, config: dict[str, Any]) -> None:
+    """``adapter_config.json`` + ``adapter_model.safetensors`` into ``dest``."""
+    from crossrank.models.weights import save_safetensors
+
+    state = adapter_state(model, config.get("modules_to_save") or ())
+    save_safetensors(state, dest / WEIGHTS_FILE)
+    (dest / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_adapter_state(model: nn.Module, adapter_dir: Path) -> None:
+    """Put a saved adapter's tensors back into a model prepared by
+    :func:`~crossrank.models.lora.add_lora` (resume)."""
+    state = _load_tensors(adapter_dir)
+    params = dict(model.named_parameters())
+    for key, tensor in state.items():
+        name = key.removeprefix(PREFIX)
+        if name not in params:
+            raise CrossrankError(f"{adapter_dir}: adapter tensor {key} has no place in the model")
+        with torch.no_grad():
+            params[name].copy_(tensor)
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -107,7 +193,7 @@ def apply_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
     rslora = bool(config.get("use_rslora", False))
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        name = key.removeprefix(_PREFIX)
+        name = key.removeprefix(PREFIX)
         m = re.match(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", name)
         if m:
             pairs.setdefault(m.group(1), {})[m.group(2)] = tensor
@@ -117,9 +203,8 @@ def apply_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
         if name not in params:
             raise ModelLoadError(f"{adapter_dir}: adapter tensor {key} has no place in the model")
         _copy(params[name], tensor, key, adapter_dir)
+    _check_targets(model, config, pairs, adapter_dir / CONFIG_FILE)
     for module_name, ab in pairs.items():
-        if set(ab) != {"A", "B"}:
-            raise ModelLoadError(f"{adapter_dir}: {module_name} lacks lora_A or lora_B")
         weight = params.get(module_name + ".weight")
         if weight is None:
             raise ModelLoadError(f"{adapter_dir}: no linear {module_name} in the model")
@@ -135,6 +220,53 @@ def apply_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
             )
         weight.copy_((weight.float() + delta).to(weight.dtype))
     return model
+
+
+def _check_targets(
+    model: nn.Module, config: dict[str, Any], pairs: dict[str, dict[str, torch.Tensor]], where: Path
+) -> None:
+    """What PEFT checks when it loads: every LoRA pair is whole and of the configured rank
+    (``r``, or its ``rank_pattern`` entry), and ``target_modules`` names exactly the linears
+    the file has pairs for (within ``layers_to_transform``; ``all-linear`` is not checked)."""
+    rank = config.get("r")
+    for module_name, ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            raise ModelLoadError(f"{where.parent}: {module_name} lacks lora_A or lora_B")
+        want = _pattern_value(module_name, config.get("rank_pattern") or {}, rank)
+        got = (ab["A"].shape[0], ab["B"].shape[-1])
+        if want is not None and got != (want, want):
+            raise ModelLoadError(
+                f"{where}: r is {want} for {module_name}, but its lora_A / lora_B tensors have "
+                f"rank {got[0]} / {got[1]}"
+            )
+    targets = config.get("target_modules")
+    if targets is None or targets == "all-linear":
+        return
+    if not isinstance(targets, str):
+        targets = list(targets)
+    layers = config.get("layers_to_transform")
+    layers = {layers} if isinstance(layers, int) else set(layers or ())
+    named = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and matches_target(name, targets)
+        and (not layers or _layer_index(name, config.get("layers_pattern")) in layers)
+    }
+    for what, names in (
+        ("names linears the adapter has no tensors for", sorted(named - set(pairs))),
+        ("does not name linears the adapter has tensors for", sorted(set(pairs) - named)),
+    ):
+        if names:
+            shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+            raise ModelLoadError(f"{where}: target_modules {targets!r} {what}: {shown}")
+
+
+def _layer_index(name: str, pattern: str | list[str] | None) -> int | None:
+    """The layer number in a module name (PEFT's ``layers_pattern``, default the usual ones)."""
+    words = [pattern] if isinstance(pattern, str) else pattern or ["layers", "h", "blocks", "layer"]
+    m = re.search(rf"(?:^|\.)(?:{'|'.join(map(re.escape, words))})\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
 
 
 def _copy(param: torch.Tensor, tensor: torch.Tensor, key: str, where: Path) -> None:
@@ -169,9 +301,16 @@ def split_adapter(
         if not is_adapter_dir(adapter_dir):
             raise CrossrankError(f"adapter {adapter}: not a PEFT adapter directory")
         return model, adapter_dir
-    if is_adapter_dir(Path(model).expanduser()):
-        return adapter_base(Path(model).expanduser()), Path(model).expanduser()
-    return model, None
+    adapter_dir = Path(model).expanduser()
+    if not is_adapter_dir(adapter_dir):
+        return model, None
+    base = adapter_base(adapter_dir)
+    if is_local_reference(base) and not Path(base).expanduser().is_dir():
+        raise ModelLoadError(
+            f"{adapter_dir / CONFIG_FILE}: its base model {base!r} (base_model_name_or_path) "
+            "does not exist; pass the base with model= and this directory with adapter="
+        )
+    return base, adapter_dir
 
 
 def check_model_argument(model: str | os.PathLike[str]) -> Path:

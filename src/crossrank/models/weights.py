@@ -1,11 +1,15 @@
-"""Checkpoint I/O: Hugging Face tensor names <-> our module names, safetensors / .bin files."""
+"""Checkpoint I/O: Hugging Face tensor names <-> our module names, safetensors / .bin files,
+and :func:`write_checkpoint`, the one writer of a model directory (training outputs, scripts)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -220,3 +224,55 @@ def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+
+
+#: tokenizer files a written checkpoint carries over from the model it came from
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def write_checkpoint(
+    dest: Path,
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    *,
+    dtype: torch.dtype | None = None,
+    tokenizer_dir: Path | None = None,
+) -> None:
+    """Write a model directory in Hugging Face layout into the existing directory ``dest``.
+
+    ``model.safetensors`` holds ``state`` (already under the checkpoint's tensor names), its
+    floating tensors cast to ``dtype`` when given; ``config.json`` is ``config`` with
+    ``torch_dtype`` set to the dtype the floats are saved in (sorted keys, two-space indent);
+    the :data:`TOKENIZER_FILES` present in ``tokenizer_dir`` are copied. The directory is not
+    written atomically: callers fill a temporary one
+    (:func:`crossrank.atomic.atomic_dir` / :func:`~crossrank.atomic.atomic_files`).
+
+    Example:
+        >>> write_checkpoint(out, model.state_dict(), config.raw, tokenizer_dir=src)  # doctest: +SKIP
+    """
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    raw = dict(config)
+    saved = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+    if saved is not None:
+        raw["torch_dtype"] = str(saved).removeprefix("torch.")
+    save_safetensors(state, dest / "model.safetensors")
+    (dest / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    if tokenizer_dir is not None:
+        copy_tokenizer_files(tokenizer_dir, dest)
+
+
+def copy_tokenizer_files(src: Path, dest: Path) -> None:
+    """Copy the :data:`TOKENIZER_FILES` present in ``src`` into ``dest`` (a checkpoint or an
+    adapter directory)."""
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copyfile(Path(src) / name, dest / name)

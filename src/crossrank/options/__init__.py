@@ -168,9 +168,17 @@ class Options:
 
     Also the option set a family turns into its input rules and score
     (``LoadedModel.scoring``): ``max_length`` is then the model's (clamped) one and
-    ``cutoff_layers`` a tuple.
+    ``cutoff_layers`` a tuple; ``max_length`` comes first (``ScoreOptions(256)``).
     """
 
+    max_length: int = option(
+        512,
+        "longest pair in tokens, special tokens included (clamped, with a warning, to what "
+        "the model's position table allows)",
+        check=check_positive,
+        per_call=True,
+        flag={"type": int},
+    )
     device: str | torch.device | None = option(
         None,
         "cpu, cuda, cuda:1...; default CUDA when available",
@@ -184,14 +192,6 @@ class Options:
         check=check_dtype,
         flag=_TEXT,
         work=False,
-    )
-    max_length: int = option(
-        512,
-        "longest pair in tokens, special tokens included (clamped, with a warning, to what "
-        "the model's position table allows)",
-        check=check_positive,
-        per_call=True,
-        flag={"type": int},
     )
     query_max_length: int | None = option(
         None, "longest query in tokens (default max_length * 3 // 4)", check=check_positive

@@ -24,41 +24,7 @@ from crossrank.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
 
-#: tokenizer files copied from the initial model into every checkpoint
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 STATE_FILE = "trainer_state.json"
-
-
-def write_model_files(
-    model: torch.nn.Module,
-    config: EncoderConfig,
-    tokenizer_dir: Path,
-    dest: Path,
-    *,
-    dtype: torch.dtype | None = None,
-) -> None:
-    """config.json, model.safetensors (Hugging Face names) and tokenizer files into ``dest``."""
-    from crossrank.models.weights import ours_to_hf, save_safetensors
-
-    dest.mkdir(parents=True, exist_ok=True)
-    raw = config.to_dict()
-    state = ours_to_hf(model.state_dict(), config)
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        raw["torch_dtype"] = str(dtype).removeprefix("torch.")
-    (dest / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
-    save_safetensors(state, dest / "model.safetensors")
-    for name in TOKENIZER_FILES:
-        src = Path(tokenizer_dir) / name
-        if src.is_file():
-            shutil.copyfile(src, dest / name)
 
 
 def save_model(
@@ -69,9 +35,15 @@ def save_model(
     *,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Save a loadable model directory atomically (no training state)."""
+    """Save our cross-encoder as a loadable model directory, atomically (no training state)."""
+    from crossrank.models.weights import ours_to_hf, write_checkpoint
+
+    state = ours_to_hf(model.state_dict(), config)
     return atomic_dir(
-        dest, lambda tmp: write_model_files(model, config, tokenizer_dir, tmp, dtype=dtype)
+        dest,
+        lambda tmp: write_checkpoint(
+            tmp, state, config.to_dict(), dtype=dtype, tokenizer_dir=tokenizer_dir
+        ),
     )
 
 

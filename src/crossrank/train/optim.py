@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from crossrank.errors import CrossrankError
+from crossrank.inputs import dtype_named
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,12 @@ def resolve_amp(
         >>> resolve_amp("bf16", torch.device("cpu"), flags={"avx512_bf16"})
         torch.bfloat16
     """
-    if dtype in (None, "fp32", "float32"):
+    wanted = dtype_named(dtype, "--dtype")
+    if wanted == torch.float32:
         return None
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}
-    if dtype not in table:
-        raise CrossrankError(f"unknown --dtype {dtype!r}; use fp32, bf16 or fp16")
     if device.type == "cuda":
-        return table[dtype]
-    if device.type != "cpu" or table[dtype] is not torch.bfloat16:
+        return wanted
+    if device.type != "cpu" or wanted is not torch.bfloat16:
         raise CrossrankError(
             f"--dtype {dtype} (autocast) runs on CUDA, or bf16 on a CPU with bf16 units; use fp32"
         )
@@ -94,7 +93,5 @@ def resolve_amp(
 
 def resolve_save_dtype(dtype: str | None) -> torch.dtype | None:
     """Dtype of ``--save-dtype`` (None: keep fp32)."""
-    table = {None: None, "fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise CrossrankError(f"unknown --save-dtype {dtype!r}; use fp32, fp16 or bf16")
-    return table[dtype]
+    wanted = dtype_named(dtype, "--save-dtype")
+    return None if wanted == torch.float32 else wanted

@@ -1,8 +1,8 @@
 """The training loop: group loss, AdamW with linear warmup/decay, accumulation, DDP, resume.
 
-:class:`Trainer` owns the loop; what a model family scores and how its loss is formed is
-the task's (:mod:`crossrank.train.tasks`), the loss is picked by name
-(:mod:`crossrank.train.losses`).
+:class:`Trainer` owns the loop; what a model family's inputs and scores are and how its model
+is written is the family's training task (:mod:`crossrank.families.training`), the loss is
+picked by name (:mod:`crossrank.train.losses`).
 
 Example:
     >>> from crossrank.train.trainer import TrainConfig, train
@@ -21,14 +21,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossrank.errors import InputError
+from crossrank.errors import CrossrankError, InputError, UnsupportedModelError
+from crossrank.families.training import TrainTask
 from crossrank.train.config import TrainConfig, validate
 from crossrank.train.dist import all_mean, barrier, gather_rng, init_distributed, no_sync
-from crossrank.train.encoding import PairEncoder, make_chunks
+from crossrank.train.encoding import make_chunks
+from crossrank.train.losses import task_loss
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupScorer", "PairEncoder", "TrainConfig", "Trainer", "make_chunks", "train"]
+__all__ = ["GroupScorer", "TrainConfig", "Trainer", "make_chunks", "make_task", "train"]
+
+
+def make_task(init_dir: Path, load_dir: Path, cfg: TrainConfig, device: torch.device) -> TrainTask:
+    """The training task of the checkpoint's family (its ``train_task``). ``load_dir`` holds
+    the weights to start from (the initial model, or the checkpoint resumed); ``init_dir`` its
+    tokenizer and base config."""
+    from crossrank.config import read_config
+    from crossrank.families import family_for
+
+    family = family_for(read_config(init_dir / "config.json"))
+    if family.train_task is None:
+        raise UnsupportedModelError(f"training the {family.name} family is not supported yet")
+    return family.train_task(init_dir, load_dir, cfg, device)
 
 
 class GroupScorer(nn.Module):
@@ -54,7 +69,6 @@ class Trainer:
         from crossrank.train.losses import make_loss
         from crossrank.train.optim import linear_schedule, make_optimizer, resolve_amp
         from crossrank.train.outdir import check_output, prepare_output
-        from crossrank.train.tasks import make_task
 
         validate(cfg)
         self.cfg = cfg
@@ -70,6 +84,11 @@ class Trainer:
         resume_dir = check_output(cfg, init_dir)  # read-only pre-flight, before any work
         torch.manual_seed(cfg.seed)  # the fresh head of a bare encoder is reproducible
         self.task = task = make_task(init_dir, resume_dir or init_dir, cfg, device)
+        if cfg.eval_dataset and task.evaluation is None:
+            raise CrossrankError(
+                "--eval-dataset is not available for decoder training yet; evaluate the saved "
+                "model with `crossrank eval`"
+            )
         self.amp_dtype = resolve_amp(cfg.dtype, device) if task.autocast else None
         self.loss_fn = make_loss(cfg.loss, cfg.distill_weight)
 
@@ -105,7 +124,20 @@ class Trainer:
             logger.info("resumed from %s at step %d", resume_dir, self.start)
         else:
             torch.manual_seed(cfg.seed + d.rank)
-        self.evaluator = task.evaluator(cfg, device) if cfg.eval_dataset and d.main else None
+        self.evaluator = None
+        if cfg.eval_dataset and d.main and task.evaluation is not None:
+            from crossrank.train.deveval import DevEvaluator
+
+            self.evaluator = DevEvaluator(
+                cfg.eval_dataset,
+                split=cfg.eval_split,
+                run=cfg.eval_run,  # type: ignore[arg-type]  # validate() checked it
+                max_queries=cfg.eval_max_queries,
+                pair_tokenizer=task.evaluation,
+                pad_id=task.pad_id,
+                max_length=cfg.eval_max_length or task.eval_max_length,
+                device=device,
+            )
         # the output is changed only once everything above (data, model, state) is valid
         barrier(d)  # every process has checked it before the main one changes anything
         self.log_path = output / "train_log.jsonl"
@@ -138,7 +170,8 @@ class Trainer:
                 amp = self.amp_dtype
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     scores = self.scorer(chunks)[inverse].view(len(groups), cfg.group_size, -1)
-                loss = self.task.loss(scores, teacher, self.loss_fn) / cfg.grad_accum
+                loss = task_loss(scores, teacher, self.loss_fn, self.task.self_distill)
+                loss = loss / cfg.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             step_loss += float(loss.detach())
         if self.scaler is not None:

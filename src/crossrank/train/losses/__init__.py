@@ -43,6 +43,23 @@ def make_loss(name: str, distill_weight: float = 1.0) -> GroupLoss:
     return LOSSES[name](distill_weight)
 
 
+def task_loss(
+    scores: torch.Tensor, teacher: torch.Tensor | None, loss: GroupLoss, self_distill: bool
+) -> torch.Tensor:
+    """The loss of a micro-step from scores ``[batch, group, k]`` (positive at index 0): the
+    group loss of each output column, summed; with ``self_distill`` (the layerwise reranker)
+    and no teacher scores, plus the distillation of every column but the last towards the
+    last one's softmax (detached)."""
+    total = loss(scores[..., 0], teacher)
+    for k in range(1, scores.shape[-1]):
+        total = total + loss(scores[..., k], teacher)
+    if self_distill and teacher is None:
+        last = scores[..., -1]
+        for k in range(scores.shape[-1] - 1):
+            total = total + distillation(scores[..., k], last)
+    return total
+
+
 def group_loss(
     logits: torch.Tensor, teacher: torch.Tensor | None = None, distill_weight: float = 1.0
 ) -> torch.Tensor:
@@ -58,4 +75,5 @@ __all__ = [
     "group_cross_entropy",
     "group_loss",
     "make_loss",
+    "task_loss",
 ]

@@ -1,6 +1,7 @@
-"""ONNX export of ModernBERT cross-encoders (:mod:`crossrank.models.modernbert`).
+"""The padded-batch forward pass of ModernBERT cross-encoders (:mod:`crossrank.models.modernbert`),
+the form their ONNX export traces (:meth:`crossrank.families.modernbert.ModernBertFamily.onnx_export`).
 
-The graph runs :class:`~crossrank.models.modernbert.ModernBertCrossEncoder`'s math on the padded
+It runs :class:`~crossrank.models.modernbert.ModernBertCrossEncoder`'s math on the padded
 batch (the packed layout's data-dependent shapes export poorly): rotary positions computed in
 the graph for the batch's length, one additive attention bias for global layers (padding) and
 one for sliding-window layers (padding and distance), explicit softmax attention, GeGLU,
@@ -11,9 +12,6 @@ classifier sit under ``/head/`` so int8 quantization leaves them fp32, as for th
 """
 
 from __future__ import annotations
-
-import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -84,25 +82,3 @@ class PaddedModernBert(nn.Module):
             m = attention_mask.to(x.dtype)[:, :, None]
             pooled = (x * m).sum(dim=1) / m.sum(dim=1)
         return self.head(pooled)
-
-
-def export_modernbert(model: nn.Module, path: Path, opset: int) -> None:
-    """Export our ModernBERT model (fp32, CPU) with dynamic batch and sequence axes."""
-    padded = PaddedModernBert(model.float().cpu().eval()).eval()
-    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 5, 6, 3, 0]], dtype=torch.long)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.long)
-    names = ["input_ids", "attention_mask"]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            padded,
-            (ids, mask),
-            str(path),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
