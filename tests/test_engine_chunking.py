@@ -31,17 +31,17 @@ def ids(pt: PairTokenizer, text: str = TEXT) -> list[int]:
 def test_windows_overlap_and_cover(pt):
     p = pt.tokenizer.encode(TEXT, add_special_tokens=False)
     full = p.ids
-    ws = [w.ids for w in windows(p, 20, ChunkSpec(max_chunks=100, overlap=5))]
+    ws = [w.ids for w in windows(p, 20, ChunkSpec(max_chunks_per_doc=100, chunk_overlap=5))]
     assert ws[0] == full[:20]  # the first window is the truncated document
     step = 20 - 5
     for k, w in enumerate(ws):
         assert w == full[k * step : k * step + 20]
     assert ws[-1][-1] == full[-1] and len(ws) == -(-(len(full) - 5) // step)
     assert p.ids == full  # the input encoding is left untouched
-    capped = windows(p, 20, ChunkSpec(max_chunks=2, overlap=5))
+    capped = windows(p, 20, ChunkSpec(max_chunks_per_doc=2, chunk_overlap=5))
     assert [w.ids for w in capped] == ws[:2]
     # overlap is at most half a window
-    half = [w.ids for w in windows(p, 10, ChunkSpec(max_chunks=3, overlap=50))]
+    half = [w.ids for w in windows(p, 10, ChunkSpec(max_chunks_per_doc=3, chunk_overlap=50))]
     assert half[1][:5] == half[0][5:]
 
 
@@ -52,7 +52,7 @@ def test_truncation_sides_and_refusal(pt):
     assert [w.ids for w in windows(p, 1000, ChunkSpec(truncate=False))] == [p.ids]
     with pytest.raises(TooLongError):
         windows(p, 12, ChunkSpec(truncate=False))
-    cut = windows(p, 20, ChunkSpec(max_chunks=10, overlap=4, max_doc_tokens=30))
+    cut = windows(p, 20, ChunkSpec(max_chunks_per_doc=10, chunk_overlap=4, max_tokens_per_doc=30))
     assert [w.ids for w in cut] == [p.ids[:20], p.ids[16:30]]
 
 
@@ -63,7 +63,9 @@ def test_encode_request_matches_the_library(pt):
     assert [list(p.ids) for p in plain.pairs] == [r.ids for r in ref]
     assert plain.doc_of.tolist() == [0, 1, 2] and plain.n_tokens == sum(len(r) for r in ref)
     # chunked: the first window of each document is the library's pair
-    chunked = encode_request(pt, "what is a panda", texts, ChunkSpec(max_chunks=8, overlap=4))
+    chunked = encode_request(
+        pt, "what is a panda", texts, ChunkSpec(max_chunks_per_doc=8, chunk_overlap=4)
+    )
     firsts = [int(np.flatnonzero(chunked.doc_of == d)[0]) for d in range(3)]
     assert [list(chunked.pairs[i].ids) for i in firsts] == [r.ids for r in ref]
     assert np.bincount(chunked.doc_of).tolist()[1:] == [1, 1]
@@ -97,7 +99,7 @@ def test_chunked_score_is_the_best_window_for_every_family(family_dir):
 
     rr = Reranker(family_dir, max_length=short_max_length(family_dir))
     pairs = [("what do debian maintainers do?", LONG), ("short query", "a short passage")]
-    spec = ChunkSpec(max_chunks=50, overlap=8)
+    spec = ChunkSpec(max_chunks_per_doc=50, chunk_overlap=8)
     req = encode_chunked(rr.tokenizer, pairs, spec)
     n_windows = int((req.doc_of == 0).sum())
     assert n_windows > 3 and int((req.doc_of == 1).sum()) == 1

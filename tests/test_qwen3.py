@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from crossrank.errors import InputError
 from oracle import (
     AUTHORS_PREFIX,
     authors_inputs,
@@ -49,11 +50,10 @@ def pair_tokenizer(model_dir, **kw):
     return Qwen3PairTokenizer(load_tokenizer(model_dir), **kw)
 
 
-@pytest.mark.parametrize("max_length", [8192, 120, 75])
+@pytest.mark.parametrize("max_length", [8192, 120, 92])
 def test_template_and_truncation_match_the_authors(qwen3_dir, max_length):
     """Same ids as the model card's process_inputs; at 120 tokens long documents are cut, at
-    75 the instruction and query too (the authors cut the middle text from its end), never the
-    template."""
+    92 the query too (the authors cut the middle text from its end), never the template."""
     qt = pair_tokenizer(qwen3_dir, max_length=max_length)
     ours = [e.ids for e in qt.encode(PAIRS)]
     ref = authors_inputs(hf_qwen3_tokenizer(qwen3_dir), PAIRS, max_length=max_length)
@@ -65,6 +65,15 @@ def test_template_and_truncation_match_the_authors(qwen3_dir, max_length):
     for ids in ours:  # the template is whole
         assert ids[: len(qt.prefix_ids)] == qt.prefix_ids
         assert ids[-len(qt.suffix_ids) :] == qt.suffix_ids
+
+
+def test_an_instruction_that_leaves_no_room_is_refused(qwen3_dir):
+    """At 75 tokens the instruction alone fills what the template leaves: the authors' cut
+    would score every pair on the same input, so it is refused (as an over-long template is)."""
+    qt = pair_tokenizer(qwen3_dir, max_length=75)
+    with pytest.raises(InputError, match="instruction takes .* shorten the instruction"):
+        qt.encode(PAIRS)
+    assert len(qt.with_instruction("Relevant?").encode(PAIRS)) == len(PAIRS)
 
 
 def test_prefix_len_covers_the_query_and_is_shared(qwen3_dir):
@@ -91,7 +100,7 @@ def test_chunk_windows_start_with_the_plain_input(qwen3_dir):
     docs = ["(see below) " + LONG, "\n\nindented\n" + LONG, "2024: " + LONG, "", " x", "?!"]
     pairs = [(q, d) for q in ("what is panda?", "熊猫", "apt\n") for d in docs]
     plain = qt.encode(pairs)
-    req = encode_chunked(qt, pairs, ChunkSpec(max_chunks=4, overlap=8))
+    req = encode_chunked(qt, pairs, ChunkSpec(max_chunks_per_doc=4, chunk_overlap=8))
     first = [int(np.flatnonzero(req.doc_of == i)[0]) for i in range(len(pairs))]
     assert [list(req.pairs[i].ids) for i in first] == [e.ids for e in plain]
     assert [req.pairs[i].prefix_len for i in first] == [e.prefix_len for e in plain]

@@ -176,7 +176,9 @@ def test_scheduler_scores_equal_compute_score(rr):
 
     async def main():
         plain = [sched.score(q, d, ChunkSpec()) for q, d in jobs]
-        chunked = [sched.score(q, d, ChunkSpec(max_chunks=4, overlap=4)) for q, d in jobs]
+        chunked = [
+            sched.score(q, d, ChunkSpec(max_chunks_per_doc=4, chunk_overlap=4)) for q, d in jobs
+        ]
         return await asyncio.gather(*plain), await asyncio.gather(*chunked)
 
     try:
@@ -464,7 +466,7 @@ def test_several_outputs_per_pair_through_the_scheduler(minicpm_dir):
     docs = docs_for(4, 6)
 
     async def main():
-        return await sched.score(QUERY, docs, ChunkSpec(max_chunks=2, overlap=4))
+        return await sched.score(QUERY, docs, ChunkSpec(max_chunks_per_doc=2, chunk_overlap=4))
 
     try:
         logits, _ = asyncio.run(main())

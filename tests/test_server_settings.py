@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
 from crossrank.errors import CrossrankError
+from crossrank.options import Options
 from crossrank.server import cli as serve_cli
 from crossrank.server.settings import ServerSettings, from_args, info_settings
 
@@ -38,9 +39,15 @@ def test_every_setting_is_a_flag_with_its_default():
     settings = from_args(args)
     for f in fields(ServerSettings):
         if f.name != "model":  # the shared --model flag has the CLI's default model
-            assert getattr(settings, f.name) == f.default, f.name
+            default = f.default_factory() if f.default is MISSING else f.default
+            assert getattr(settings, f.name) == default, f.name
     flags = serve_cli.settings_table()
     for f in fields(ServerSettings):
+        if f.name == "options":  # the Reranker's: one flag per flagged declared option
+            for o in fields(Options):
+                if o.metadata["flag"] is not None:
+                    assert serve_cli.env_name(o.name.replace("_", "-")) in flags, o.name
+            continue
         assert serve_cli.env_name(f.metadata["flag"] or f.name.replace("_", "-")) in flags
 
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from crossrank._version import __version__
 
 if TYPE_CHECKING:
+    from crossrank.options import ChunkSpec, Options
     from crossrank.reranker import RankResult, Reranker
 
-__all__ = ["RankResult", "Reranker", "__version__"]
+__all__ = ["ChunkSpec", "Options", "RankResult", "Reranker", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from crossrank import reranker
 
         return getattr(reranker, name)
+    if name in ("ChunkSpec", "Options"):
+        from crossrank import options
+
+        return getattr(options, name)
     raise AttributeError(f"module 'crossrank' has no attribute {name!r}")

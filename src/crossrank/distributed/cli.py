@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.atomic import atomic_dir, check_output
-from crossrank.cli_args import MODEL_DEFAULTS, UsageError, score_options
+from crossrank.cli_args import UsageError
+from crossrank.options.views import from_args
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +88,15 @@ def _resources(text: str) -> dict[str, float]:
 
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~crossrank.Reranker` keywords of the shared model options (those
-    :func:`crossrank.cli_args.load_reranker` passes), as
-    :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them, with the chunking
-    options of :func:`crossrank.cli_args.score_options`."""
-    return {
-        "device": args.device,
-        "dtype": args.dtype,
-        "max_length": args.max_length,
-        "reranker_batch_size": args.batch_size,
-        "normalize": args.normalize,
-        **{k: vars(args).get(k, v) for k, v in MODEL_DEFAULTS.items()},
-        "score_options": score_options(args),
-    }
+    """The :class:`~crossrank.Reranker` options of the shared model and chunk flags (those
+    :func:`crossrank.cli_args.load_reranker` passes, with ``chunking``: every option declared
+    in :mod:`crossrank.options` that has a flag), checked, as
+    :func:`~crossrank.distributed.ray_data.rerank_dataset` takes them (the Reranker's
+    ``batch_size`` as ``reranker_batch_size``: ``batch_size`` there is Ray's)."""
+    options = from_args(args)
+    if "batch_size" in options:
+        options["reranker_batch_size"] = options.pop("batch_size")
+    return options
 
 
 def ray_options(args: argparse.Namespace) -> dict[str, Any]:

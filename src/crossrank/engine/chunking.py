@@ -2,14 +2,16 @@
 
 By default a document is cut on the passage side to fit the model (each family's own rule, so
 the scores equal plain :meth:`~crossrank.Reranker.compute_score`). With chunking, a document
-longer than the passage budget is split into windows of that budget that share ``overlap``
+longer than the passage budget is split into windows of that budget that share ``chunk_overlap``
 tokens, each window is scored with the query, and the document's score is its best window's.
+How is one option object, :class:`~crossrank.options.ChunkSpec` (declared with the Reranker's
+options).
 The first window is exactly the truncated document, so chunking never lowers a score.
 
 Only the :class:`~crossrank.engine.encoding.PairEncoding` seam is used, so chunking works for
 every family; LLM windows keep their ``prefix_len``, so one query's prefix is shared by all
 chunks of all its documents. The library (``compute_score`` / ``rank`` with
-``max_chunks_per_doc``), the CLI and the server all go through :func:`encode_chunked`.
+``chunking=`` / ``max_chunks_per_doc``), the CLI and the server all go through :func:`encode_chunked`.
 """
 
 from __future__ import annotations
@@ -23,68 +25,13 @@ from tokenizers import Encoding
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.tokenize import EncodedPair, encode_distinct
 from crossrank.errors import InputError
-from crossrank.inputs import positive_int
+from crossrank.options import ChunkSpec
+
+__all__ = ["ChunkSpec", "EncodedRequest", "TooLongError", "encode_chunked", "encode_request"]
 
 
 class TooLongError(InputError):
     """A pair exceeds the model's length and the request asked not to truncate."""
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """How the documents of one request are fitted to the model.
-
-    Example:
-        >>> ChunkSpec(max_chunks=4).chunked
-        True
-    """
-
-    #: most windows per document; 1 = plain truncation
-    max_chunks: int = 1
-    #: tokens shared by consecutive windows (at most half a window)
-    overlap: int = 32
-    #: read at most this many tokens of a document (Cohere's ``max_tokens_per_doc``)
-    max_doc_tokens: int | None = None
-    #: with one window, which end to cut: "right" keeps the start of the document
-    direction: str = "right"
-    #: False: refuse over-long pairs instead of cutting them (TEI ``truncate: false``)
-    truncate: bool = True
-    #: longest pair in tokens for this request (vLLM's ``truncate_prompt_tokens``); None: the
-    #: model's
-    max_length: int | None = None
-
-    @property
-    def chunked(self) -> bool:
-        return self.max_chunks > 1
-
-    @property
-    def plain(self) -> bool:
-        """True when this is the library's own rule (exactly ``PairTokenizer.encode``)."""
-        return (
-            self.max_chunks == 1
-            and self.max_doc_tokens is None
-            and self.direction == "right"
-            and self.truncate
-        )
-
-
-def chunk_spec(
-    max_chunks_per_doc: int | None = None,
-    max_tokens_per_doc: int | None = None,
-    chunk_overlap: int | None = None,
-) -> ChunkSpec:
-    """The :class:`ChunkSpec` of the library's per-call options, each checked (InputError)."""
-    return ChunkSpec(
-        max_chunks=1
-        if max_chunks_per_doc is None
-        else positive_int("max_chunks_per_doc", max_chunks_per_doc),
-        overlap=32
-        if chunk_overlap is None
-        else positive_int("chunk_overlap", chunk_overlap, minimum=0),
-        max_doc_tokens=None
-        if max_tokens_per_doc is None
-        else positive_int("max_tokens_per_doc", max_tokens_per_doc),
-    )
 
 
 @dataclass
@@ -109,8 +56,8 @@ def _cut(enc: Encoding, n: int, direction: str = "right") -> Encoding:
 
 def windows(p: Encoding, budget: int, spec: ChunkSpec) -> list[Encoding]:
     """The passage windows of one document under a passage budget of ``budget`` tokens."""
-    if spec.max_doc_tokens is not None and len(p) > spec.max_doc_tokens:
-        p = _cut(p, spec.max_doc_tokens)
+    if spec.max_tokens_per_doc is not None and len(p) > spec.max_tokens_per_doc:
+        p = _cut(p, spec.max_tokens_per_doc)
     if len(p) <= budget:
         return [p]
     if not spec.chunked or budget < 2:
@@ -120,11 +67,11 @@ def windows(p: Encoding, budget: int, spec: ChunkSpec) -> list[Encoding]:
                 "send truncate: true or shorter texts"
             )
         return [_cut(p, budget, spec.direction)]
-    overlap = min(spec.overlap, budget // 2)
+    overlap = min(spec.chunk_overlap, budget // 2)
     first = Encoding.merge([p], growing_offsets=False)
     # the tokenizer's own overflow: windows of `budget` tokens, `overlap` shared
     first.truncate(budget, stride=overlap)
-    rest = list(first.overflowing)[: spec.max_chunks - 1]
+    rest = list(first.overflowing)[: spec.max_chunks_per_doc - 1]
     return [first, *rest]
 
 

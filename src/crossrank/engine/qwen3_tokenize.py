@@ -91,6 +91,12 @@ class Qwen3PairTokenizer:
         #: the score is ``logit(yes_id) - logit(no_id)`` at the last position
         self.yes_id: int = yes
         self.no_id: int = no
+        self.instruction_tokens = self._instruction_tokens()
+
+    def _instruction_tokens(self) -> int:
+        """Tokens of the middle text without query and document: the instruction and the
+        ``<Instruct>`` / ``<Query>`` / ``<Document>`` markers."""
+        return len(self._ids(middle_text(self.instruction, "", "")))
 
     @property
     def num_special(self) -> int:
@@ -101,6 +107,7 @@ class Qwen3PairTokenizer:
         """A copy of this tokenizer that puts ``instruction`` in the ``<Instruct>`` field."""
         new = copy.copy(self)
         new.instruction = instruction
+        new.instruction_tokens = new._instruction_tokens()
         return new
 
     def training(self, query_max_length: int, passage_max_length: int) -> Qwen3PairTokenizer:
@@ -125,6 +132,15 @@ class Qwen3PairTokenizer:
             raise InputError(
                 f"max_length {max_length} leaves no room for text: the Qwen3-Reranker template "
                 f"alone is {self.num_special} tokens"
+            )
+        if self.instruction_tokens >= budget:
+            # the cut from the end would leave neither query nor document: every pair the
+            # same input, the same score
+            raise InputError(
+                f"the instruction takes {self.instruction_tokens} tokens with its <Instruct>, "
+                f"<Query> and <Document> markers, which leaves no room for the query and "
+                f"document within max_length {max_length} (the template is {self.num_special} "
+                "more): shorten the instruction or raise max_length"
             )
         if query_max_length is not None:
             raise InputError(

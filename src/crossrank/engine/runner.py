@@ -95,11 +95,29 @@ class ScoredBatch:
     tokens: int  # padded tokens of the forward pass
 
 
+class TokenBudget:
+    """The padded-token budget of one model's forward passes, lowered after an out-of-memory
+    error and kept lowered: shared by the engines of every option set over that model (a
+    Reranker's per-call overrides), guarded by a lock."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self._lock = threading.Lock()
+
+    def lower(self, longest: int, pairs: int) -> int:
+        """Lower the budget below a pass of ``pairs`` inputs of ``longest`` tokens that ran out
+        of memory (never below one input); returns the new budget."""
+        with self._lock:
+            self.tokens = max(longest, min(self.tokens, longest * pairs) * 3 // 4)
+            return self.tokens
+
+
 class Engine:
     """Scores encoded pairs through a :class:`Backend` with length-sorted token-budget batches.
 
     Safe to call from several threads: a call keeps its state local; the only shared state is
-    the budget lowered after an out-of-memory error, which is guarded by a lock.
+    the :class:`TokenBudget` lowered after an out-of-memory error (shared with the engines of
+    :meth:`sibling`).
 
     With ``deterministic=True`` every distinct input is scored alone, at its exact length, on
     one thread (several inputs at a time; :mod:`crossrank.engine.invariant`): its score is
@@ -116,15 +134,36 @@ class Engine:
         batch_size: int | None = None,
         show_progress: bool | None = None,
         deterministic: bool = False,
+        budget: TokenBudget | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.deterministic = deterministic
         self.backend = backend
         self.pad_id = pad_id
-        self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS.get(backend.device.type, 8192)
+        if budget is None:
+            budget = TokenBudget(max_tokens or DEFAULT_MAX_TOKENS.get(backend.device.type, 8192))
+        self.budget = budget
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._lock = threading.Lock()
+
+    @property
+    def max_tokens(self) -> int:
+        """The padded-token budget of a forward pass (lowered after out-of-memory errors)."""
+        return self.budget.tokens
+
+    def sibling(self, tokenizer: PairEncoding, backend: Backend, *, pad_id: int) -> Engine:
+        """An engine for other input rules or another backend over the same model: same batch
+        size, progress and deterministic settings, and the same :class:`TokenBudget` (what an out-of-memory
+        error taught either is kept by both)."""
+        return Engine(
+            tokenizer,
+            backend,
+            pad_id=pad_id,
+            batch_size=self.batch_size,
+            show_progress=self.show_progress,
+            deterministic=self.deterministic,
+            budget=self.budget,
+        )
 
     def score_pairs(
         self,
@@ -142,6 +181,8 @@ class Engine:
         if not pairs:
             shape = (0, self.backend.n_outputs) if self.backend.n_outputs > 1 else (0,)
             return np.zeros(shape, dtype=np.float32)
+        if max_length is None and chunks is not None:
+            max_length = chunks.max_length
         if chunks is None or chunks.plain:
             encoded = self.tokenizer.encode(pairs, max_length=max_length)
             return self.score_encoded(encoded, batch_size=batch_size, show_progress=show_progress)
@@ -272,13 +313,11 @@ class Engine:
                 raise
             if self.backend.device.type == "cuda":
                 torch.cuda.empty_cache()
-            with self._lock:
-                longest = max(len(encoded[i]) for i in items)
-                self.max_tokens = max(longest, min(self.max_tokens, longest * len(items)) * 3 // 4)
+            budget = self.budget.lower(max(len(encoded[i]) for i in items), len(items))
             logger.warning(
                 "out of memory on a batch of %d pairs; retrying in halves (budget now %d tokens)",
                 len(items),
-                self.max_tokens,
+                budget,
             )
             half = len(items) // 2
             first = self._forward(encoded, items[:half])

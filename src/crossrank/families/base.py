@@ -26,18 +26,16 @@ from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.onnx_export import OnnxExport
 from crossrank.errors import CrossrankError
 from crossrank.families.training import TrainSettings, TrainTask
+from crossrank.options import Options, family_defaults
 
-#: Reranker options that only some families honour, with their "not given" values; every
-#: other constructor option (device, dtype, max_length, batch_size, ...) works for all
-FAMILY_OPTIONS: dict[str, Any] = {
-    "backend": "torch",
-    "quantize": None,
-    "devices": None,
-    "prompt": None,
-    "cutoff_layers": None,
-    "share_prefix": True,
-    "instruction": None,
-}
+#: Reranker options that only some families honour, with their "not given" values (declared
+#: in :class:`crossrank.options.Options`); every other option works for all
+FAMILY_OPTIONS: dict[str, Any] = family_defaults()
+
+#: the option set a family turns into its input rules and score: the Reranker's
+#: :class:`~crossrank.options.Options`, ``max_length`` clamped to the model, ``cutoff_layers``
+#: a tuple (one declaration: a new option reaches the families with no field added here)
+ScoreOptions = Options
 
 
 @runtime_checkable
@@ -63,20 +61,6 @@ class Runtime:
     backend: str = "torch"
     quantize: str | None = None
     devices: list[torch.device] | None = None
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """Input-rule and score options (the constructor's; some can change per call)."""
-
-    max_length: int
-    query_max_length: int | None = None
-    query_instruction: str | None = None
-    passage_instruction: str | None = None
-    prompt: str | None = None
-    cutoff_layers: tuple[int, ...] | None = None
-    share_prefix: bool = True
-    instruction: str | None = None
 
 
 @dataclass
@@ -147,11 +131,13 @@ def claims_by_architecture(family: Family, raw: dict[str, Any]) -> bool:
 
 def check_options(family: Family, model_name: str, given: dict[str, Any]) -> None:
     """Raise a :class:`~crossrank.errors.CrossrankError` naming every option of
-    :data:`FAMILY_OPTIONS` set in ``given`` that ``family`` does not honour."""
+    :data:`FAMILY_OPTIONS` set in ``given`` that ``family`` does not honour (other options of
+    ``given`` are left alone)."""
     refused = sorted(
         k
         for k, v in given.items()
-        if k not in family.options
+        if k in FAMILY_OPTIONS
+        and k not in family.options
         and v is not None
         and v != FAMILY_OPTIONS[k]
         and not (k == "backend" and v == "auto")  # auto resolves to what the family runs

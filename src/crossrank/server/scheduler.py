@@ -182,7 +182,7 @@ class Scheduler:
         when the model fails, :class:`Stopped` on shutdown, and the input errors of
         :func:`encode_request`. Cancelling the call drops the request's queued pairs.
         """
-        reserve = len(texts) * spec.max_chunks
+        reserve = len(texts) * spec.max_chunks_per_doc
         with self._cond:
             if self._stop or self._draining:
                 raise Stopped("the server is shutting down")

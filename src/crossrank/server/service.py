@@ -89,16 +89,12 @@ class Service:
                     raise CrossrankError("no model: pass a Reranker or settings.model")
                 from crossrank.reranker import Reranker
 
-                self.reranker = await asyncio.to_thread(
-                    Reranker,
-                    s.model,
-                    device=s.device,
-                    dtype=s.dtype,
-                    max_length=s.max_length,
-                    batch_size=s.batch_size,
-                    max_batch_tokens=s.max_batch_tokens,
-                    show_progress=False,
-                )
+                options = {
+                    **s.options,
+                    "max_batch_tokens": s.max_batch_tokens,
+                    "show_progress": False,
+                }
+                self.reranker = await asyncio.to_thread(Reranker, s.model, **options)
                 check_servable(self.reranker)
             self.scheduler = Scheduler(
                 self.reranker,
@@ -136,8 +132,8 @@ class Service:
     def spec(
         self,
         *,
-        max_chunks: int | None = None,
-        max_doc_tokens: int | None = None,
+        max_chunks_per_doc: int | None = None,
+        max_tokens_per_doc: int | None = None,
         truncate: bool | None = None,
         direction: str = "right",
         max_length: int | None = None,
@@ -147,14 +143,14 @@ class Service:
         ``max_length`` caps the pair length below the model's (a larger value is the model's).
         """
         s = self.settings
-        if max_chunks is None and (s.chunking or max_doc_tokens is not None):
-            max_chunks = s.max_chunks_per_doc
+        if max_chunks_per_doc is None and (s.chunking or max_tokens_per_doc is not None):
+            max_chunks_per_doc = s.max_chunks_per_doc
         if max_length is not None and self.reranker is not None:
             max_length = min(max_length, self.reranker.max_length)
         return ChunkSpec(
-            max_chunks=min(max_chunks or 1, s.max_chunks_per_doc),
-            overlap=s.chunk_overlap,
-            max_doc_tokens=max_doc_tokens,
+            max_chunks_per_doc=min(max_chunks_per_doc or 1, s.max_chunks_per_doc),
+            chunk_overlap=s.chunk_overlap,
+            max_tokens_per_doc=max_tokens_per_doc,
             direction=direction,
             truncate=truncate is not False,
             max_length=max_length,

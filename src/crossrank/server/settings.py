@@ -6,9 +6,11 @@ variables (:mod:`crossrank.server.cli`), the settings part of ``GET /info``
 (:func:`info_settings`) and the flags table of docs/serving.md (``crossrank serve
 --print-settings-table``; a test checks the docs carry it).
 
-The model options (``model``, ``device``, ``dtype``, ``max_length``, ``batch_size``) are the
-flags every crossrank command shares (:func:`crossrank.cli_args.add_model_args`); they are fields
-here so that :func:`~crossrank.server.app.create_app` can load a model itself.
+The model options are the flags every crossrank command shares
+(:func:`crossrank.cli_args.add_model_args`, declared in :mod:`crossrank.options`): ``model``
+and ``options`` (the :class:`~crossrank.Reranker` options of those flags, checked by the same
+declaration) are fields here so that :func:`~crossrank.server.app.create_app` can load a
+model itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from crossrank.errors import CrossrankError
+from crossrank.options import parse as parse_options
+from crossrank.options.views import from_args as options_from_args
 
 
 def setting(
@@ -32,6 +36,7 @@ def setting(
     choices: tuple[str, ...] | None = None,
     minimum: float | None = None,
     secret: bool = False,
+    factory: Any = None,
 ) -> Any:
     """A settings field: ``help`` and ``flag`` (default ``--<name>``) make its CLI flag.
 
@@ -48,6 +53,8 @@ def setting(
         "choices": choices,
         "minimum": minimum,
     }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta, repr=not secret)
     return field(default=default, metadata=meta, repr=not secret)
 
 
@@ -62,11 +69,12 @@ class ServerSettings:
 
     # -- the model (shared flags of every crossrank command) -----------------------------
     model: str | None = setting(None, "checkpoint directory or hub id", shared=True, info=False)
-    device: str | None = setting(None, "cpu, cuda, cuda:1", shared=True, info=False)
-    dtype: str | None = setting(None, "fp32, fp16, bf16", shared=True, info=False)
-    max_length: int = setting(512, "longest pair in tokens", shared=True, info=False, minimum=1)
-    batch_size: int | None = setting(
-        None, "most pairs per forward pass", shared=True, info=False, minimum=1
+    options: dict[str, Any] = setting(
+        None,
+        "the Reranker's options (crossrank.options: device, dtype, max_length, prompt...)",
+        shared=True,
+        info=False,
+        factory=dict,
     )
     # -- network -------------------------------------------------------------------------
     host: str = setting("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)", info=False)
@@ -137,7 +145,7 @@ class ServerSettings:
         types = typing.get_type_hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.name == "options":
                 continue
             if float in _base_types(types[f.name]):
                 value = float(value)
@@ -148,6 +156,8 @@ class ServerSettings:
                 raise CrossrankError(f"{f.name} must be {cmp}, got {value}")
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise CrossrankError(f"{f.name} must be one of {f.metadata['choices']}")
+        # checked by their declaration (a mistake is one CrossrankError naming the option)
+        self.options = parse_options(self.options)
         if self.port > 65535:
             raise CrossrankError(f"port must be in 0..65535, got {self.port}")
         if self.api_key == "":
@@ -198,8 +208,12 @@ def _show(value: Any) -> str:
 
 
 def from_args(args: argparse.Namespace) -> ServerSettings:
-    """The settings of parsed ``crossrank serve`` arguments (model flags included)."""
-    return ServerSettings(**{f.name: getattr(args, f.name) for f in fields(ServerSettings)})
+    """The settings of parsed ``crossrank serve`` arguments (model flags included: their
+    Reranker options are :func:`crossrank.options.from_args`' of the same flags)."""
+    values = {f.name: getattr(args, f.name) for f in fields(ServerSettings) if f.name != "options"}
+    # the server's chunk settings are its own (a cap and default of each request's)
+    options = options_from_args(args, chunks=False)
+    return ServerSettings(**values, options=options)
 
 
 def info_settings(settings: ServerSettings) -> dict[str, Any]:

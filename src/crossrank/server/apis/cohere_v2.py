@@ -79,7 +79,7 @@ def router(service: Service) -> APIRouter:
     )
     async def v2_rerank(req: V2RerankRequest, request: HTTPRequest) -> Any:
         texts = [d if isinstance(d, str) else d.text for d in req.documents]
-        spec = service.spec(max_doc_tokens=req.max_tokens_per_doc)
+        spec = service.spec(max_tokens_per_doc=req.max_tokens_per_doc)
         logits, _ = await service.rerank(request.receive, req.query, texts, spec)
         scores = sigmoid(logits)
         results = [

@@ -44,14 +44,19 @@ def info(service: Service) -> dict[str, Any]:
         model_dir=str(rr.model_dir) if rr is not None else None,
         backend=rr.backend.name if rr is not None else None,
         backend_choice=choice(rr),
-        device=str(rr.device) if rr is not None else s.device,
-        dtype=str(rr.dtype).removeprefix("torch.") if rr is not None else s.dtype,
-        max_length=rr.max_length if rr is not None else s.max_length,
+        device=_text(rr.device if rr is not None else s.options.get("device")),
+        dtype=_text(rr.dtype if rr is not None else s.options.get("dtype")),
+        max_length=rr.max_length if rr is not None else s.options.get("max_length", 512),
         max_batch_tokens=sched.max_batch_tokens if sched is not None else s.max_batch_tokens,
         ready=service.ready,
         version=__version__,
     )
     return out
+
+
+def _text(value: Any) -> str | None:
+    """A device or dtype as /info shows it (``cpu``, ``float32``)."""
+    return None if value is None else str(value).removeprefix("torch.")
 
 
 def choice(rr: Any) -> dict[str, Any] | None:

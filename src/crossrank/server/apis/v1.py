@@ -132,7 +132,7 @@ def router(service: Service) -> APIRouter:
             d if isinstance(d, str) else d.model_dump(exclude_unset=True) for d in req.documents
         ]
         texts = [document_text(d, req.rank_fields) for d in docs]
-        spec = service.spec(max_chunks=req.max_chunks_per_doc)
+        spec = service.spec(max_chunks_per_doc=req.max_chunks_per_doc)
         logits, tokens = await service.rerank(request.receive, req.query, texts, spec)
         scores = sigmoid(logits)
         results = []
