@@ -122,3 +122,26 @@ def test_without_the_mode_scores_do_move_with_the_batch(bert_dir):
     batched = reranker.compute_score(PAIRS)
     alone = _alone(reranker)
     assert (batched != alone).any()
+
+
+def test_score_command_takes_deterministic(bert_dir, tmp_path):
+    import json
+
+    from crossrank.cli import main
+
+    src, out = tmp_path / "pairs.jsonl", tmp_path / "scores.jsonl"
+    src.write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in PAIRS))
+    assert (
+        main(["score", "-m", str(bert_dir), "-i", str(src), "-o", str(out), "--deterministic"]) == 0
+    )
+    got = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    alone = _alone(Reranker(str(bert_dir), deterministic=True))
+    np.testing.assert_array_equal(np.array(got, dtype=np.float32), alone)
+
+
+def test_deterministic_refuses_onnx_and_turns_auto_into_torch(bert_dir):
+    from crossrank.errors import InputError
+
+    with pytest.raises(InputError, match="deterministic=True needs backend='torch'"):
+        Reranker(str(bert_dir), backend="onnx", deterministic=True)
+    assert Reranker(str(bert_dir), backend="auto", deterministic=True).backend.name == "torch"

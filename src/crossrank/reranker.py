@@ -110,6 +110,14 @@ class Reranker:
         dtype = given.get("dtype")
         #: what ``backend="auto"`` chose (None for an explicit backend)
         self.backend_choice: BackendChoice | None = None
+        if given.get("deterministic") and backend != "torch":
+            if backend == "onnx":
+                raise InputError(
+                    "deterministic=True needs backend='torch': ONNX Runtime's kernels make no "
+                    "promise that a score does not depend on its batch"
+                )
+            logger.info("deterministic=True: backend 'auto' means torch")
+            backend = "torch"
         if backend == "auto":
             from crossrank.engine.auto import resolve_auto
             from crossrank.engine.calibrate import measure_for
@@ -144,6 +152,7 @@ class Reranker:
             max_tokens=self.options.max_batch_tokens or self.scoring.default_max_tokens,
             batch_size=self.options.batch_size,
             show_progress=self.options.show_progress,
+            deterministic=self.options.deterministic,
         )
         # per-call option sets -> their scoring and engine (sharing self.engine's budget)
         self._setups: dict[tuple, tuple[Scoring, Engine]] = {(): (self.scoring, self.engine)}

@@ -280,6 +280,14 @@ class Options:
         family=True,
         flag={"type": int, "nargs": "+", "default": None},
     )
+    deterministic: bool = option(
+        False,
+        "batch-invariant scores: each pair scored alone on one thread (pairs in parallel), so "
+        "its score is bitwise the same whatever its batch, neighbours, thread count and "
+        "concurrency (torch backend; backend auto then means torch)",
+        check=check_bool,
+        flag={"action": "store_true"},
+    )
     share_prefix: bool = option(
         True,
         "compute each query's prefix keys/values once for all its passages and chunks "
