@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 from crossrank import Reranker
 from crossrank.models.decoder_layers import rotary
-from crossrank.models.weights import save_safetensors
+from crossrank.models.weights import write_checkpoint
 
 
 def sequences(tokenizer, data: Path) -> list[list[int]]:
@@ -105,12 +104,9 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             print(f"step {step} loss {mean:.3f} lr {lr:.2e} {elapsed:.0f}s", flush=True)
 
-    names = {ours: theirs for theirs, ours in model.checkpoint_renames.items()}
-    state = {names.get(k, k): v.detach().contiguous() for k, v in model.state_dict().items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(state, args.out / "model.safetensors")
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(args.init / name, args.out / name)
+    raw = json.loads((args.init / "config.json").read_text())
+    write_checkpoint(args.out, model.checkpoint_state(), raw, tokenizer_dir=args.init)
     print(f"{args.out}: {step} steps, last loss {sum(losses[-100:]) / min(100, len(losses)):.3f}")
 
 

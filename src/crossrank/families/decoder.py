@@ -226,10 +226,8 @@ class DecoderTask:
             adapters.save_adapter(self.model, dest, self.lora_config)
             copy_tokenizer_files(self.init_dir, dest)
             return
-        state = lora.merged_state(self.model) if self.use_lora else self.model.state_dict()
-        # back to the checkpoint's own tensor names where ours differ
-        names = {ours: theirs for theirs, ours in self.model.checkpoint_renames.items()}
-        state = {names.get(k, k): v for k, v in state.items()}
+        state = lora.merged_state(self.model) if self.use_lora else None
+        state = self.model.checkpoint_state(state)
         raw = self.model.config.raw
         write_checkpoint(dest, state, raw, dtype=dtype, tokenizer_dir=self.init_dir)
 

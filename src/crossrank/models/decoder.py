@@ -58,6 +58,15 @@ class DecoderLM(nn.Module):
         self.config = config
         self.model = DecoderBody(config, self.offset_norm, self.rope_fp32)
 
+    def checkpoint_state(
+        self, state: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``state`` (default: this module's) under the checkpoint's own tensor names, as
+        :func:`~crossrank.models.weights.write_checkpoint` takes it."""
+        names = {ours: theirs for theirs, ours in self.checkpoint_renames.items()}
+        state = self.state_dict() if state is None else state
+        return {names.get(k, k): v.detach().contiguous() for k, v in state.items()}
+
     def embed_scale(self, dtype: torch.dtype) -> torch.Tensor | float:
         return 1.0
 

@@ -213,9 +213,7 @@ def random_decoder(
         for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, std)
-    names = {ours: theirs for theirs, ours in model.checkpoint_renames.items()}
-    state = {names.get(k, k): v.detach().contiguous() for k, v in model.state_dict().items()}
-    return _write_decoder(path, state, raw, tokenizer, family)
+    return _write_decoder(path, model.checkpoint_state(), raw, tokenizer, family)
 
 
 def _write_decoder(
