@@ -7,8 +7,7 @@
 #
 # Artifacts live under build/llamacpp/ (git-ignored):
 #   llama_cpp_python-*.tar.gz, llama_cpp_python-*/vendor/llama.cpp   the sources
-#   bin/llama-server, bin/llama-quantize                              the build
-#   venv/                                                             the converter's deps
+#   bin/llama-server                                                  the build
 #   model-f16.gguf, model-q8_0.gguf                                   the converted model
 #   report-{f16,q8_0}.{json,md}                                       verify's reports
 # tests/test_verify_llamacpp.py uses bin/llama-server and the GGUF files when present.
@@ -45,27 +44,24 @@ stage_build() {
     cmake -S "$src" -B "$OUT/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DGGML_NATIVE=ON >"$OUT/cmake.log"
-    nice -n 10 cmake --build "$OUT/cmake" -j "$JOBS" --target llama-server llama-quantize \
+    nice -n 10 cmake --build "$OUT/cmake" -j "$JOBS" --target llama-server \
         >"$OUT/build.log"
     mkdir -p "$OUT/bin"
-    cp "$OUT/cmake/bin/llama-server" "$OUT/cmake/bin/llama-quantize" "$OUT/bin/"
+    cp "$OUT/cmake/bin/llama-server" "$OUT/bin/"
     "$OUT/bin/llama-server" --version 2>&1 | tail -2
 }
 
 stage_convert() {
     local src model_dir
     src=$(src_dir)
-    if [ ! -x "$OUT/venv/bin/python" ]; then
-        log "converter venv: gguf-py from the same sources + the converter's requirements"
-        "$PYTHON" -m venv --system-site-packages "$OUT/venv"
-        "$OUT/venv/bin/python" -m pip install -q --no-deps "$src/gguf-py"
-        "$OUT/venv/bin/python" -m pip install -q sentencepiece
-    fi
     model_dir=$("$PYTHON" -c "from crossrank.hub import resolve_model_dir; print(resolve_model_dir('$MODEL'))")
-    log "converting $model_dir"
-    "$OUT/venv/bin/python" "$src/convert_hf_to_gguf.py" "$model_dir" --outtype f16 \
-        --outfile "$OUT/model-f16.gguf"
-    "$OUT/bin/llama-quantize" "$OUT/model-f16.gguf" "$OUT/model-q8_0.gguf" Q8_0 >"$OUT/quantize.log" 2>&1
+    # llama.cpp's own converter with the gguf-py of the same sources (numpy, torch and
+    # transformers come from crossrank's environment); Q8_0 by the converter's --outtype
+    for outtype in f16 q8_0; do
+        log "converting $model_dir to $outtype"
+        PYTHONPATH=$src/gguf-py "$PYTHON" "$src/convert_hf_to_gguf.py" "$model_dir" \
+            --outtype "$outtype" --outfile "$OUT/model-$outtype.gguf" >"$OUT/convert-$outtype.log" 2>&1
+    done
     ls -la "$OUT"/*.gguf
 }
 
