@@ -198,6 +198,7 @@ def test_cli_reports_and_tolerance_exit_codes(bert_dir, queries, tmp_path, capsy
     assert cand["tolerance_breaches"] and cand["compared_on"] == "logit"
     assert cand["worst_queries"][0]["pairs"]
     assert "| top-10 agreement |" in report.read_text()
+    assert "| max \\|diff\\| |" in report.read_text()
     # the same comparison within a loose tolerance passes; fp32 against itself is exact
     assert main(["verify", *common, "-c", "dtype:bf16", "--max-abs-diff", "1"]) == 0
     assert main(["verify", *common, "-c", "same=dtype:fp32", "--max-abs-diff", "0",

@@ -185,7 +185,9 @@ def test_failing_service_counts_failed_queries(fp32_server, exact, capsys, tmp_p
     "spec, message",
     [
         ("url:{base},api:tei,key:wrong", "HTTP 401"),
-        ("url:{base}/v2/rerank,api:vllm-score,key:" + KEY, "HTTP 422"),
+        ("url:{base}/nowhere,api:tei,key:" + KEY, "HTTP 404"),
+        # the wrong dialect: every request refused, so every query fails
+        ("url:{base}/v2/rerank,api:vllm-score,key:" + KEY, "every query failed.*HTTP 422"),
     ],
 )
 def test_refused_requests_are_user_errors(fp32_server, exact, spec, message):

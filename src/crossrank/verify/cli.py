@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="the checkpoint under test")
     p.add_argument(
-        "--candidate", "-c", action="append", default=[], metavar="SPEC", help="repeatable"
+        "--candidate",
+        "-c",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a scorer to compare with the reference (SPEC below); repeatable",
     )
     p.add_argument("--reference", "-r", default=EXACT, metavar="SPEC", help=f"({EXACT})")
     p.add_argument(

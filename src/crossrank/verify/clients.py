@@ -17,8 +17,12 @@ llamacpp   /v1/rerank     llama.cpp's ``llama-server --reranking``: as cohere-v1
 ========== ============== =====================================================================
 
 A 429, 502, 503 or 504 answer, a timeout or a dropped connection is retried (``retries``
-times, waiting ``Retry-After`` when the service gives it, else 0.5 s doubling up to 10 s);
-other 4xx answers are a :class:`ServiceError` at once (a wrong URL, dialect or API key).
+times, waiting ``Retry-After`` when the service gives it, else 0.5 s doubling up to 10 s).
+401, 403, 404 and 405 (a wrong key or URL) and an unreachable service stop the run with a
+:class:`ServiceError`; any other refusal (400, 413, 422: e.g. an input longer than the
+service's context) or 5xx fails that request's query for that candidate
+(:class:`ServiceFailure`, counted in the report). A candidate whose every query failed stops
+the run with a :class:`ServiceError` naming the first error (a wrong dialect, most likely).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: statuses worth another try
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: statuses that say the client is set up wrong (key, URL, method): the run stops
+CONFIG_STATUSES = frozenset({401, 403, 404, 405})
 MAX_BACKOFF_S = 10.0
 
 
@@ -213,9 +219,9 @@ class ServiceScorer:
                 text = response.text[:300].strip()
                 if status in RETRY_STATUSES and not last:
                     wait = _retry_after(response) or delay
-                elif 400 <= status < 500 and status not in RETRY_STATUSES:
+                elif status in CONFIG_STATUSES:
                     raise ServiceError(f"{self.url}: HTTP {status}: {text}")
-                else:
+                else:  # this input refused (400, 413, 422...) or a server fault
                     raise ServiceFailure(f"{self.url}: HTTP {status}: {text}")
             self.retried += 1
             logger.info("%s: retrying in %.1f s (attempt %d)", self.url, wait, attempt + 1)

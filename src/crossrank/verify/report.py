@@ -94,6 +94,7 @@ def format_table(result: VerifyResult, markdown: bool = False) -> str:
         body[-1][0] = f"{NDCG} (reference {result.reference[NDCG]:.4f})"
     header = ["", *names]
     if markdown:
+        body = [[r[0].replace("|", "\\|"), *r[1:]] for r in body]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.errors import CrossrankError
+from crossrank.verify.clients import ServiceError
 from crossrank.verify.groups import QueryGroup
 from crossrank.verify.scorers import Scorer
 from crossrank.verify.stats import CandidateStats
@@ -145,7 +146,8 @@ def verify(
     scale is its ``scale`` or, when None, detected on the first group it answers.
     With ``qrels``, nDCG@10 of the reference and of each candidate is computed too.
     A service that fails a request after its retries fails that query for that candidate
-    (counted, the first error kept); the reference failing drops the query.
+    (counted, the first error kept); the reference failing drops the query; a candidate that
+    fails every query is a :class:`~crossrank.verify.clients.ServiceError`.
 
     Raises:
         CrossrankError: a user's mistake: a service refused a request (wrong URL, dialect or
@@ -218,6 +220,11 @@ def verify(
             bar.close()
     for side in (ref, *sides):
         ndcg.flush(side)
+    for side in sides:
+        if side.stats.failed and not side.stats.queries:
+            raise ServiceError(
+                f"{side.scorer.name}: every query failed; the first error: {side.stats.first_error}"
+            )
 
     def ndcg_of(side: Side) -> float | None:
         return side.ndcg_sum / side.ndcg_n if side.ndcg_n else None
