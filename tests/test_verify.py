@@ -222,6 +222,9 @@ def test_cli_ndcg_with_beir(bert_dir, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["reference"]["nDCG@10"] is not None
     assert result["candidates"][0]["nDCG@10"] is not None
+    assert result["candidates"][0]["reference_nDCG@10"] == pytest.approx(
+        result["reference"]["nDCG@10"]
+    )
     assert "nDCG@10 (reference" in capsys.readouterr().out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import missing_extra
-from crossrank.verify.runner import NDCG, VerifyResult
+from crossrank.verify.runner import NDCG, REF_NDCG, VerifyResult
 
 #: the rows of the table: (label, key in a candidate's numbers, format)
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -29,6 +29,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("top-10 agreement", "top10_agreement", ".3f"),
     ("top-10 set changed", "top10_changed", "d"),
     (NDCG, NDCG, ".4f"),
+    (f"{NDCG} of the reference, same queries", REF_NDCG, ".4f"),
 )
 
 
@@ -86,12 +87,13 @@ def _fmt(value: Any, spec: str) -> str:
 def format_table(result: VerifyResult, markdown: bool = False) -> str:
     """The comparison table: one row per measure, one column per candidate."""
     names = [c["name"] for c in result.candidates]
-    rows = [r for r in ROWS if r[1] != NDCG or result.reference.get(NDCG) is not None]
+    with_qrels = result.reference.get(NDCG) is not None
+    rows = [r for r in ROWS if with_qrels or r[1] not in (NDCG, REF_NDCG)]
     body = [
         [label, *(_fmt(c.get(key), fmt) for c in result.candidates)] for label, key, fmt in rows
     ]
-    if result.reference.get(NDCG) is not None:
-        body[-1][0] = f"{NDCG} (reference {result.reference[NDCG]:.4f})"
+    if with_qrels:
+        body[-2][0] = f"{NDCG} (reference {result.reference[NDCG]:.4f})"
     header = ["", *names]
     if markdown:
         body = [[r[0].replace("|", "\\|"), *r[1:]] for r in body]

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: the ranking metric computed with qrels
 NDCG = "nDCG@10"
+#: the reference's nDCG@10 on the queries a candidate answered (its failed ones left out)
+REF_NDCG = "reference_nDCG@10"
 #: queries evaluated together (ir-measures) when qrels are given
 NDCG_FLUSH = 256
 
@@ -70,6 +72,9 @@ class Side:
     ndcg_sum: float = 0.0
     ndcg_n: int = 0
     runs: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: the reference's nDCG@10 on the queries this side answered
+    ref_ndcg_sum: float = 0.0
+    ref_runs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,10 +98,14 @@ class _Ndcg:
         self.qrels = qrels
         self.queries = 0
 
-    def add(self, side: Side, group: QueryGroup, scores: np.ndarray) -> None:
+    def add(
+        self, side: Side, group: QueryGroup, scores: np.ndarray, ref: np.ndarray | None = None
+    ) -> None:
         if self.qrels is None or group.qid not in self.qrels:
             return
         side.runs[group.qid] = dict(zip(group.doc_ids, scores.tolist()))
+        if ref is not None:
+            side.ref_runs[group.qid] = dict(zip(group.doc_ids, ref.tolist()))
         if len(side.runs) >= NDCG_FLUSH:
             self.flush(side)
 
@@ -109,6 +118,9 @@ class _Ndcg:
         side.ndcg_sum += ev[NDCG] * ev.queries
         side.ndcg_n += ev.queries
         side.runs.clear()
+        if side.ref_runs:
+            side.ref_ndcg_sum += evaluate(self.qrels, side.ref_runs, [NDCG])[NDCG] * ev.queries
+            side.ref_runs.clear()
 
 
 def _submit(
@@ -201,7 +213,7 @@ def verify(
                 a = to_scale(ref_scores, ref.scale, side.compared_on)
                 b = to_scale(scores, side.scale, side.compared_on)
                 side.stats.add(group, a, b)
-                ndcg.add(side, group, scores)
+                ndcg.add(side, group, scores, ref_scores)
             done += 1
             bar.update(1)
 
@@ -238,6 +250,7 @@ def verify(
         row |= {"scale": side.scale, "compared_on": side.compared_on, **side.stats.summary()}
         if qrels is not None:
             row[NDCG] = ndcg_of(side)
+            row[REF_NDCG] = side.ref_ndcg_sum / side.ndcg_n if side.ndcg_n else None
         rows.append(row)
     return VerifyResult(
         reference=reference_info,
