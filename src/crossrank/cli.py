@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crossrank.train.cli",
     "crossrank.demo",
     "crossrank.backends",
+    "crossrank.verify.cli",
 )
 
 
