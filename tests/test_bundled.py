@@ -56,3 +56,21 @@ def test_bundled_model_loads_by_name_and_matches_transformers():
         ]
     }
     assert top3 == {"wget", "curl", "aria2"}
+
+
+def test_the_bundled_models_language_is_stated_where_it_is_offered(capsys):
+    """English only: in every command's --model help, crossrank.hub's docs and the listing of
+    bundled models (not only its model card)."""
+    import pytest
+
+    import crossrank.hub
+    from crossrank.bundled import LANGUAGES, MODELS
+    from crossrank.cli import main
+
+    assert set(LANGUAGES) == set(MODELS) and LANGUAGES["crossrank/minilm-debian"] == "English only"
+    assert "English only" in (crossrank.hub.__doc__ or "")
+    for command in ("score", "rank", "eval", "serve", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "English only" in text, command

@@ -199,6 +199,7 @@ def test_default_model_is_v2_m3_with_a_clear_offline_error(tmp_path):
     )
     assert_usage_error(proc, "'BAAI/bge-reranker-v2-m3'")
     assert "--model crossrank/minilm-debian" in proc.stderr
+    assert "'crossrank/minilm-debian', English only" in proc.stderr  # its language, offered
 
 
 def test_rank_table_columns_align_with_long_ids(bert_dir, tmp_path, capsys):

@@ -13,8 +13,11 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from crossrank._version import __version__
 from crossrank.errors import CrossrankError
@@ -49,8 +52,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread, so that every ``finally`` runs and every
+    atomic output removes its temporary (a BaseException: no ``except Exception`` stops it)."""
+
+
+#: the exit code of a command ended by SIGTERM (128 + 15, as a shell reports it)
+TERMINATED = 128 + signal.SIGTERM
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not stop the cleanup
+    raise Terminated
+
+
+@contextmanager
+def sigterm_cleans_up() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` instead of killing the
+    process on the spot (which would leave ``.tmp-*`` files); a command that handles SIGTERM
+    itself (``serve``: drain) installs its own handler. Left alone off the main thread or when
+    SIGTERM is ignored (``nohup``-like launchers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input or usage)."""
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or usage, 143 after SIGTERM)."""
+    with sigterm_cleans_up():
+        try:
+            return _run(argv)
+        except Terminated:
+            print("crossrank: terminated", file=sys.stderr)
+            return TERMINATED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = (

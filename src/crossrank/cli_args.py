@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from crossrank.errors import CrossrankError
-from crossrank.hub import BUNDLED_MODEL, DEFAULT_MODEL
+from crossrank.hub import BUNDLED_OFFER, DEFAULT_MODEL
 from crossrank.options.views import add_flags, from_args
 
 
@@ -34,14 +34,15 @@ def add_model_args(p: argparse.ArgumentParser, *, multiple: bool = False) -> Non
             "-m",
             action="append",
             default=[],
-            help="checkpoint directory or hub id; repeat to compare several models",
+            help=f"checkpoint directory, hub id or the bundled {BUNDLED_OFFER}; repeat to "
+            "compare several models",
         )
     else:
         p.add_argument(
             "--model",
             "-m",
             default=DEFAULT_MODEL,
-            help=f"checkpoint directory, hub id, or the bundled offline {BUNDLED_MODEL} "
+            help=f"checkpoint directory, hub id, or the bundled offline {BUNDLED_OFFER} "
             f"(default: {DEFAULT_MODEL})",
         )
     add_flags(p)

@@ -51,18 +51,6 @@ def check_input(path: str) -> None:
         _check_readable(path)
 
 
-def count_lines(path: str) -> int | None:
-    """Newlines in an uncompressed regular file (a progress bar's total); None otherwise."""
-    p = Path(path)
-    if path == "-" or p.suffix == ".gz" or not p.is_file():
-        return None
-    n = 0
-    with open(p, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            n += block.count(b"\n")
-    return n
-
-
 @contextlib.contextmanager
 def open_binary(path: str) -> Iterator[IO[bytes]]:
     """``path`` opened for reading bytes (``-`` is stdin, left open; ``.gz`` is decompressed).

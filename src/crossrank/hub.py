@@ -1,4 +1,10 @@
-"""Resolve a model argument (local directory or Hugging Face hub id) to a local directory."""
+"""Resolve a model argument (local directory, Hugging Face hub id, or a bundled model's name)
+to a local directory.
+
+The bundled model, ``crossrank/minilm-debian``, works offline and reads English only (an
+English vocabulary, trained on English Debian package descriptions); for other languages use
+a multilingual model such as the default, ``BAAI/bge-reranker-v2-m3``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,17 @@ import logging
 import os
 from pathlib import Path
 
-from crossrank.bundled import bundled_model_dir
+from crossrank.bundled import LANGUAGES, bundled_model_dir
 from crossrank.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 #: the model of the library, the CLI and the server when none is named
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
-#: the small model shipped with crossrank, which needs no network
+#: the small model shipped with crossrank, which needs no network (English only)
 BUNDLED_MODEL = "crossrank/minilm-debian"
+#: how the bundled model is offered: its name and its language
+BUNDLED_OFFER = f"{BUNDLED_MODEL} ({LANGUAGES[BUNDLED_MODEL]})"
 
 #: files a reranker checkpoint may need; weights in both formats, tokenizer, configs
 _ALLOW = [
@@ -77,7 +85,10 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
             f"`huggingface-cli download {text}` and pass the directory"
         )
         if text == DEFAULT_MODEL:
-            how += f", or use the bundled offline model {BUNDLED_MODEL!r} (--model {BUNDLED_MODEL})"
+            how += (
+                f", or use the bundled offline model {BUNDLED_MODEL!r}, "
+                f"{LANGUAGES[BUNDLED_MODEL]} (--model {BUNDLED_MODEL})"
+            )
         raise ModelLoadError(
             f"model {text!r} is neither a local directory nor in the Hugging Face cache and "
             f"could not be downloaded ({type(exc).__name__}); {how}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -21,9 +20,9 @@ from crossrank.cli_args import (
     score_options,
 )
 from crossrank.distributed.cli import add_ray_args, score_with_ray
+from crossrank.errors import CrossrankError
 from crossrank.files import (
     check_input,
-    count_lines,
     iter_lines,
     parse_json_object,
     read_jsonl,
@@ -40,8 +39,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_input(args.input)
     check_output(args.output, what="--output")
     check_chunk_size(args.chunk_size)
-    rows = read_pairs(args.input)
-    ahead = deque(islice(rows, args.chunk_size))  # a bad first chunk fails before the model loads
+    total, ahead = None, deque[tuple[tuple[str, str], dict[str, Any]]]()
+    if args.input == "-":  # not re-readable: the first chunk is checked before the model loads
+        rows = read_pairs(args.input)
+        ahead.extend(islice(rows, args.chunk_size))
+    else:  # the whole file is read (not scored) first: a bad last line costs no scoring
+        total = count_pairs(args.input)
+        rows = read_pairs(args.input)
     reranker = load_reranker(args, show_progress=False)
     pending: deque[dict[str, Any]] = deque()  # rows read and not yet written: one chunk
 
@@ -54,21 +58,27 @@ def cmd_score(args: argparse.Namespace) -> int:
             pending.append(obj)
             yield pair
 
-    progress = sys.stderr.isatty()
-    total = count_lines(args.input) if progress else None
     start, n = time.perf_counter(), 0
-    with open_output(args.output) as out:
-        for score in score_stream(
-            reranker,
-            pairs(),
-            chunk_size=args.chunk_size,
-            show_progress=progress,
-            total=total,
-            summary=False,
-            **score_options(args),
-        ):
-            out.write(json.dumps({**pending.popleft(), "score": score}, ensure_ascii=False) + "\n")
-            n += 1
+    try:
+        with open_output(args.output) as out:
+            for score in score_stream(
+                reranker,
+                pairs(),
+                chunk_size=args.chunk_size,
+                total=total,  # the bar: on a terminal only (crossrank.progress)
+                summary=False,
+                **score_options(args),
+            ):
+                line = json.dumps({**pending.popleft(), "score": score}, ensure_ascii=False)
+                out.write(line + "\n")
+                n += 1
+    except CrossrankError as exc:
+        if args.output != "-" or not n:
+            raise  # the output file was never renamed into place: nothing half-written
+        raise type(exc)(
+            f"{exc}; {n} result lines were written to stdout before it: they are not the "
+            "whole result"
+        ) from None
     # after the output is complete (renamed into place): a failed write is the last line
     where = f" into {args.output}" if args.output != "-" else ""
     log_summary(n, time.perf_counter() - start, args.chunk_size, where)
@@ -80,6 +90,12 @@ def read_pairs(path: str) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
     for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         yield (require_str(obj, "query", where), require_str(obj, "passage", where)), obj
+
+
+def count_pairs(path: str) -> int:
+    """The pairs of ``path``, every line parsed and checked (streaming: constant memory);
+    the first bad line is an InputError with its number."""
+    return sum(1 for _ in read_pairs(path))
 
 
 def check_chunk_size(size: int) -> None:

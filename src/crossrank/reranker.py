@@ -70,7 +70,7 @@ class Reranker:
 
     Args:
         model: a checkpoint directory in Hugging Face layout, a hub id, or the bundled
-            ``"crossrank/minilm-debian"``; default ``"BAAI/bge-reranker-v2-m3"`` (fetched from
+            ``"crossrank/minilm-debian"`` (small, offline, English only); default ``"BAAI/bge-reranker-v2-m3"`` (fetched from
             the hub on first use; offline, a clear error names the bundled model).
         **options: the options below.
 

@@ -19,6 +19,8 @@ from itertools import islice
 from typing import Any, Protocol
 
 from crossrank.errors import InputError
+from crossrank.progress import bar as progress_bar
+from crossrank.progress import on_batches
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,8 @@ def score_stream(
     ``pairs`` may be any iterable, a generator reading a file included: it is consumed
     ``chunk_size`` pairs at a time, so memory does not grow with the input. Each chunk is one
     ``reranker.compute_score(chunk, **score_kwargs)`` call. A tqdm progress bar counts the
-    pairs (``show_progress``: None shows it when stderr is a terminal; ``total`` gives it an
-    end), and with ``summary`` a line (pairs, seconds, pairs/s) is logged at INFO level on
+    pairs, moving after each batch the engine scores (``show_progress``: None shows it when
+    stderr is a terminal, :mod:`crossrank.progress`; ``total`` gives it an end), and with ``summary`` a line (pairs, seconds, pairs/s) is logged at INFO level on
     ``crossrank.scoring`` when the input is exhausted.
 
     Raises:
@@ -71,21 +73,21 @@ def score_stream(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total,
-        unit="pair",
-        desc="scoring",
-        disable=None if show_progress is None else not show_progress,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(show=show_progress, total=total, unit="pair", desc="scoring")
     start, n = time.perf_counter(), 0
     try:
         for chunk in chunks(pairs, chunk_size):
-            scores = reranker.compute_score(chunk, **score_kwargs)
+            base = n
+
+            def moved(done: int, of: int, base: int = base, size: int = len(chunk)) -> None:
+                # the chunk's share of the engine's batches, in input pairs (windows of long
+                # documents and duplicates count as their pairs)
+                bar.update(base + size * done // max(of, 1) - bar.n)
+
+            with on_batches(moved):
+                scores = reranker.compute_score(chunk, **score_kwargs)
             n += len(chunk)
-            bar.update(len(chunk))
+            bar.update(n - bar.n)
             yield from scores
     finally:
         bar.close()

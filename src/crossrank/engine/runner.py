@@ -23,6 +23,8 @@ from crossrank.engine.chunking import ChunkSpec, best_per_document, encode_chunk
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.invariant import score_alone
 from crossrank.engine.tokenize import EncodedPair
+from crossrank.progress import bar as progress_bar
+from crossrank.progress import listening, report_batch, wanted
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def cpu_token_budget(hidden_size: int, intermediate_size: int) -> int:
 #: than their torch budget)
 ONNX_TOKEN_BUDGET = 512
 
-#: progress bars appear from this many pairs on (when ``show_progress`` is None)
+#: progress bars appear from this many pairs on, on a terminal (when ``show_progress`` is None;
+#: :mod:`crossrank.progress`)
 PROGRESS_MIN_PAIRS = 1024
 
 
@@ -210,13 +213,19 @@ class Engine:
             return out
         n, batches = len(plan.distinct), plan.batches
         show = self.show_progress if show_progress is None else show_progress
-        if show is None:
-            show = n >= PROGRESS_MIN_PAIRS and len(batches) > 1
+        big = n >= PROGRESS_MIN_PAIRS and len(batches) > 1
+        # a caller following the batches (score_stream) draws the bar: none of our own
         bar = None
-        if show:
-            from tqdm.auto import tqdm
+        if not listening() and wanted(show, big=big):
+            bar = progress_bar(show=True, total=n, desc="scoring", unit="pair")
+        done = 0
 
-            bar = tqdm(total=n, desc="scoring", unit="pair")
+        def advance(pairs: int) -> None:
+            nonlocal done
+            done += pairs
+            if bar is not None:
+                bar.update(pairs)
+            report_batch(done, n)
 
         def run(batch: Batch) -> int:
             scored = self.score_batch(plan, batch)
@@ -228,14 +237,10 @@ class Engine:
             if workers > 1:  # a device pool: one thread per device
                 with ThreadPoolExecutor(workers, thread_name_prefix="crossrank") as pool:
                     for fut in [pool.submit(run, b) for b in batches]:
-                        done = fut.result()
-                        if bar is not None:
-                            bar.update(done)
+                        advance(fut.result())
             else:
                 for batch in batches:
-                    done = run(batch)
-                    if bar is not None:
-                        bar.update(done)
+                    advance(run(batch))
         finally:
             if bar is not None:
                 bar.close()

@@ -169,12 +169,10 @@ def _rerank_with(args, model, dataset, run, query_ids):
 
         session, make = ray_session(args), lambda: ray_reranker(args, model)
     else:
-        # a progress bar on a terminal only: in a log file tqdm's redraws are thousands of lines
-        progress = None if sys.stderr.isatty() else False
         session = contextlib.nullcontext()
 
-        def make():
-            return load_reranker(args, model=model, show_progress=progress)
+        def make():  # its progress bar: on a terminal only (crossrank.progress)
+            return load_reranker(args, model=model)
 
     with session:
         reranker = make()

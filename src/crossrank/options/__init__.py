@@ -230,7 +230,7 @@ class Options:
     )
     show_progress: bool | None = option(
         None,
-        "progress bar on or off (default: on for jobs of 1024 pairs or more)",
+        "progress bar on or off (default: on for jobs of 1024 pairs or more, on a terminal)",
         check=check_bool,
         work=False,
     )

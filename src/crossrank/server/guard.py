@@ -215,15 +215,123 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 def validation_message(errors: Sequence[Any]) -> str:
-    """One line from pydantic's errors (the first five)."""
-    parts = []
-    for e in list(errors)[:5]:
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+    """One line from pydantic's errors, in the request's own field names (``documents[0]``,
+    never pydantic's names of union members or validators), at most five problems."""
+    parts: list[str] = []
+    for problem in _problems(list(errors)):
+        if problem not in parts:
+            parts.append(problem)
+    return "; ".join(parts[:5]) or "invalid request"
+
+
+#: pydantic's names of the Python types of union members (``str | list[str]``)
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+#: what a union member that is a body model is, in words
+_MODEL_WORDS = {
+    "DocumentText": "an object with a string text field",
+    "DocumentObject": "an object (ranked by its text field or the rank_fields)",
+}
+#: error types saying the value is of another JSON type than a union member wants
+_MISMATCH = frozenset(
+    {"string_type", "list_type", "dict_type", "model_type", "model_attributes_type", "int_type"}
+    | {"bool_type", "float_type", "is_instance_of", "none_required"}
+)
+
+
+def _is_tag(part: Any) -> bool:
+    """A location part that is pydantic's name of a union member or validator, not a field."""
+    if not isinstance(part, str):
+        return False
+    return part in _TYPE_TAGS or not part.replace("_", "a").isalnum() or not part.islower()
+
+
+def _path(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _member(tag: str) -> str:
+    """A union member's pydantic name in words: ``list[...]``, ``...str...``, a model."""
+    if tag.startswith("list["):
+        return "a list of strings"
+    if "str" in tag.replace("constrained-str", "str").split("[")[-1] or tag == "str":
+        return "a string"
+    name = tag.rstrip("]").split(",")[-1].strip()
+    return _MODEL_WORDS.get(name, "an object")
+
+
+def _say(e: Mapping[str, Any]) -> str:
+    """One error's complaint in words (no pydantic phrasing such as ``Value error, ``)."""
+    kind, ctx, msg = e.get("type", ""), e.get("ctx") or {}, str(e.get("msg", ""))
+    if kind == "missing":
+        return "required"
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
+    if kind in ("string_too_short", "too_short"):
+        least = ctx.get("min_length", 1)
+        unit = "characters" if kind == "string_too_short" else "items"
+        return "must not be empty" if least == 1 else f"must have at least {least} {unit}"
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    if kind == "too_long":
+        return f"at most {ctx.get('max_length')} items (got {ctx.get('actual_length')})"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx.get('ge')}"
+    if kind == "string_unicode":
+        return "not valid Unicode"
+    words = {
+        "string_type": "must be a string",
+        "list_type": "must be a list",
+        "dict_type": "must be an object",
+        "model_type": "must be an object",
+        "model_attributes_type": "must be an object",
+        "int_type": "must be an integer",
+        "bool_type": "must be true or false",
+        "float_type": "must be a number",
+    }
+    if kind in words:
+        return words[kind]
+    return msg.replace("Value error, ", "").replace("Input should be", "must be")
+
+
+def _problems(errors: list[Mapping[str, Any]]) -> list[str]:
+    """The user's problems: a value that fits no member of a union is one problem ("must be a
+    string or ..."); one that has the type of a member gets that member's complaints."""
+    out: list[str] = []
+    unions: dict[tuple, dict[str, list[tuple[tuple, Mapping[str, Any]]]]] = {}
+    for e in errors:
+        loc = [p for p in e.get("loc", ()) if p != "body"]
         if e.get("type") == "json_invalid":
-            parts.append(f"malformed JSON: {e.get('ctx', {}).get('error', e.get('msg'))}")
-        else:
-            parts.append(f"{loc}: {e.get('msg')}")
-    return "; ".join(parts) or "invalid request"
+            out.append(f"malformed JSON: {(e.get('ctx') or {}).get('error', e.get('msg'))}")
+            continue
+        at = next((i for i, p in enumerate(loc) if _is_tag(p)), None)
+        if at is None:
+            where = _path(loc)
+            out.append(f"{where}: {_say(e)}" if where else f"request body: {_say(e)}")
+            continue
+        site, tag = tuple(loc[:at]), str(loc[at])
+        rest = tuple(p for p in loc[at + 1 :] if not _is_tag(p))
+        unions.setdefault(site, {}).setdefault(tag, []).append((rest, e))
+    for site, members in unions.items():
+        where = _path(site) or "request body"
+        fitting = {
+            tag: found
+            for tag, found in members.items()
+            if any(rest or e.get("type") not in _MISMATCH for rest, e in found)
+        }
+        if not fitting:
+            wanted = []
+            for tag in members:
+                if _member(tag) not in wanted:
+                    wanted.append(_member(tag))
+            out.append(f"{where}: must be {' or '.join(wanted)}")
+            continue
+        for found in fitting.values():
+            for rest, e in found:
+                out.append(f"{_path(site + rest) or 'request body'}: {_say(e)}")
+    return out
 
 
 #: fields whose "too short" error is TEI's 400 "empty" rather than a 422

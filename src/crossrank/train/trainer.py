@@ -231,8 +231,7 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Run the remaining steps; returns a summary (steps, loss, pairs/s, best metric)."""
-        from tqdm.auto import tqdm
-
+        from crossrank.progress import bar as progress_bar
         from crossrank.train import checkpoint as ckpt
         from crossrank.train.dist import shutdown
         from crossrank.train.optim import resolve_save_dtype
@@ -247,13 +246,12 @@ class Trainer:
             self.pairs_per_step,
             self.warmup,
         )
-        bar = tqdm(
+        bar = progress_bar(  # a terminal only (--no-progress: never); a log gets the log lines
+            show=None if d.main and cfg.show_progress else False,
             total=total,
             initial=self.start,
             desc="training",
             unit="step",
-            disable=not (d.main and cfg.show_progress),
-            dynamic_ncols=True,
         )
         win = _Window()
         train_time = 0.0
