@@ -156,8 +156,8 @@ class Engine:
 
     def sibling(self, tokenizer: PairEncoding, backend: Backend, *, pad_id: int) -> Engine:
         """An engine for other input rules or another backend over the same model: same batch
-        size, progress and deterministic settings, and the same :class:`TokenBudget` (what an out-of-memory
-        error taught either is kept by both)."""
+        size, progress and deterministic settings, and the same :class:`TokenBudget` (what an
+        out-of-memory error taught either is kept by both)."""
         return Engine(
             tokenizer,
             backend,
