@@ -94,8 +94,8 @@ SUBSTITUTIONS = (
     "model ids -> tiny random checkpoints of the same family (crossrank.testing): "
     + ", ".join(f"{k} -> {v[0]}" for k, v in MODELS.items())
     + f"; ../shared/data/debian-ir -> {SHARED_DATA}; port {PORT_IN_DOCS} -> a free port; "
-    "`crossrank` -> python -m crossrank of this checkout; working directory -> a temporary "
-    "directory per document holding the fixture files pairs.jsonl, docs.jsonl, docs.txt"
+    "`crossrank` -> python -m crossrank of this checkout; `curl` -> curl --fail-with-body; working directory -> a temporary "
+    "directory per document holding the fixture files pairs.jsonl, docs.jsonl, docs.txt, train.jsonl (crossrank.testing.write_groups)"
 )
 
 
@@ -243,6 +243,11 @@ class Runner:
             f'exec {shlex.quote(py)} -m crossrank "$@" $extra\n'
         )
         (self.bin / "crossrank").chmod(0o755)
+        # curl fails on an HTTP error status (a doc's `curl -s` would print the error and exit 0)
+        (self.bin / "curl").write_text(
+            '#!/usr/bin/env bash\nexec /usr/bin/curl --fail-with-body "$@"\n'
+        )
+        (self.bin / "curl").chmod(0o755)
         for name in ("python", "python3"):
             link = self.bin / name
             if not link.exists():
@@ -396,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             doc_dir.mkdir()
             for name, text in FIXTURES.items():
                 (doc_dir / name).write_text(text)
+            from crossrank.testing import write_groups
+
+            write_groups(doc_dir / "train.jsonl")  # training groups of the tiny corpus
             for b in doc_blocks:
                 if b.skip:
                     results.append((b, "SKIP", 0.0, b.skip))
