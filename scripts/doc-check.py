@@ -146,7 +146,9 @@ def parse(doc: Path) -> list[Block]:
                         sub, _, args = arg.partition(" ")
                         block.flags[sub] = (block.flags.get(sub, "") + " " + args).strip()
                     elif name == "env":
-                        block.directives["env"] = (block.directives.get("env", "") + " " + arg).strip()
+                        block.directives["env"] = (
+                            block.directives.get("env", "") + " " + arg
+                        ).strip()
                     else:
                         block.directives[name] = arg
                 blocks.append(block)
