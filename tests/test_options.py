@@ -1,6 +1,6 @@
 """The Reranker's options, declared once (crossrank.options): checked before the model loads
 at every entry point, old names kept, one declaration reaching the CLI, the server settings,
-the Ray options and the README; per-call option sets keep the engine's token budget."""
+the Ray options and docs/python-api.md; per-call option sets keep the engine's token budget."""
 
 from __future__ import annotations
 
