@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 EXTRAS ?= test,onnx,server,eval,train,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv test test-avx2 lint format demo clean bundled-model check-wheel image image-cuda
+.PHONY: venv test test-avx2 lint format demo doc-check clean bundled-model check-wheel image image-cuda
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ format: venv
 
 demo: venv
 	$(PY) -m crossrank demo
+
+# run every command of README.md and docs/*.md as written (scripts/doc-check.py; ~10 min on 2 cores)
+doc-check: venv
+	$(PY) scripts/doc-check.py
 
 # retrain the bundled reranker models/minilm-debian (CPU, ~55 min; needs ../shared/data/debian-ir)
 bundled-model: venv

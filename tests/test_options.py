@@ -1,6 +1,6 @@
 """The Reranker's options, declared once (crossrank.options): checked before the model loads
 at every entry point, old names kept, one declaration reaching the CLI, the server settings,
-the Ray options and the README; per-call option sets keep the engine's token budget."""
+the Ray options and docs/python-api.md; per-call option sets keep the engine's token budget."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from crossrank.cli import main
 from crossrank.errors import CrossrankError, InputError
 from crossrank.options import ChunkSpec, Options, views
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 PAIRS = [("what is panda?", "The giant panda is a bear. " * 30), ("what is panda?", "hi")]
 
 
@@ -190,7 +190,7 @@ def test_readme_carries_the_options_table():
 
     honoured = {name: get_family(name).options for name in REGISTRY}
     assert views.options_table(honoured) in README.read_text(), (
-        "README.md's options table is stale: paste crossrank.options.options_table(...)"
+        "docs/python-api.md's options table is stale: paste crossrank.options.options_table(...)"
     )
     family_only = {f.name for f in fields(Options) if f.metadata["family"]}
     assert set().union(*honoured.values()) <= family_only

@@ -61,7 +61,7 @@ class Reranker:
 
     The family (encoder cross-encoder, bge-reranker-v2-gemma, the layerwise MiniCPM, ...) is
     read from the checkpoint's config.json (:mod:`crossrank.families`). Every option is
-    declared once, in :class:`crossrank.options.Options` (listed below and in the README's
+    declared once, in :class:`crossrank.options.Options` (listed below and in docs/python-api.md's
     table): an option only some families honour raises a
     :class:`~crossrank.errors.CrossrankError` on the others, and every value is checked before
     the model loads (a bad one is an :class:`~crossrank.errors.InputError` naming it). The old

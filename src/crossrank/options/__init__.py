@@ -13,7 +13,7 @@
   ``crossrank score/rank/eval/serve/backends`` and the Ray options
   (:mod:`crossrank.distributed.cli`) and the server's settings
   (:class:`~crossrank.server.settings.ServerSettings` ``options``) carry every flagged option;
-- the README's table of options (``options_table``; a test checks the README carries it).
+- the table of options in docs/python-api.md (``options_table``; a test checks the page carries it).
 
 Long documents are one option object, :class:`ChunkSpec` (``chunking=``); its fields keep the
 names they have everywhere (``max_chunks_per_doc``, ``max_tokens_per_doc``, ``chunk_overlap``),

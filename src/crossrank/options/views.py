@@ -1,6 +1,6 @@
 """What is derived from the declaration of :mod:`crossrank.options`: the flags of the
 commands (:func:`add_flags`, :func:`from_args`), the Reranker's signatures and docstring
-(:func:`signature`, :func:`docstring`) and the README's table (:func:`options_table`)."""
+(:func:`signature`, :func:`docstring`) and the table of docs/python-api.md (:func:`options_table`)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _type_name(f: Field) -> str:
 
 
 def options_table(honoured: Mapping[str, Iterable[str]]) -> str:
-    """The README's table of options; ``honoured``: family name -> the options it honours
+    """The table of options in docs/python-api.md; ``honoured``: family name -> the options it honours
     (``Family.options``), for the family-specific ones."""
     rows = [
         "| option | type | default | families | per call | flag | meaning |",
