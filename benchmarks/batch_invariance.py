@@ -2,7 +2,7 @@
 with and without ``deterministic=True``; and the mode's cost.
 
     PYTHONPATH=src python benchmarks/batch_invariance.py [--queries 4] [--candidates 64]
-        [--families minilm,xlmr,gemma,minicpm,qwen3,modernbert] [--variants torch,torch-bf16,onnx,onnx-int8]
+        [--families minilm,xlmr,gemma,minicpm,qwen3,modernbert,DIR] [--variants torch,torch-bf16,onnx,onnx-int8]
         [--server] [--json out.json]
 
 Pairs: debian-ir dev queries x their BM25 candidates (``--queries`` x ``--candidates``). The
@@ -92,6 +92,10 @@ def speeds(rerankers: list, pairs, rounds: int = 3) -> list[float]:
 
 
 def checkpoint(family: str, root: Path) -> Path:
+    """The bundled reranker (``minilm``), a checkpoint directory given by path, or a tiny
+    random checkpoint of a family."""
+    if Path(family).is_dir():
+        return Path(family)
     if family == "minilm":
         from crossrank.hub import resolve_model_dir
 
@@ -189,7 +193,7 @@ def main() -> None:
         for family in args.families.split(","):
             model = checkpoint(family, Path(tmp))
             for variant in args.variants.split(","):
-                if variant.startswith("onnx") and family not in ("minilm", "xlmr", "modernbert"):
+                if variant.startswith("onnx") and model.name in ("gemma", "minicpm", "qwen3"):
                     continue  # the decoders have no ONNX export
                 modes = (False, True) if variant.startswith("torch") else (False,)
                 made = [reranker(model, variant, det) for det in modes]
