@@ -127,3 +127,16 @@ def assert_error_shape(path: str, body: dict) -> None:
     }[path]
     assert set(body) == want, body
     assert all(isinstance(v, str) and v for v in body.values())
+
+
+#: debian package descriptions and queries that the verify tests send to real services
+PACKAGE_DOCS = [
+    "apache2: Apache HTTP Server",
+    "nginx: small, powerful, scalable web/proxy server",
+    "vim: Vi IMproved - enhanced vi editor",
+    "emacs: GNU Emacs editor",
+    "git: fast, scalable, distributed revision control system",
+    "lighttpd: fast webserver with minimal memory footprint",
+    "0ad: real-time strategy game of ancient warfare",
+]
+PACKAGE_QUERIES = ["web server", "text editor", "version control", "strategy game"]

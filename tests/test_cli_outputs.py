@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from crossrank import Reranker
 from crossrank.cli import main
@@ -56,8 +57,13 @@ def test_same_file_in_and_out_is_replaced_with_scores(bert_dir, tmp_path, capsys
     assert summary == [summary[0]] and summary[0].startswith(f"scored 37 pairs into {x} in ")
 
 
-def test_interrupted_run_keeps_its_input(bert_dir, tmp_path):
-    """Ctrl-C while `crossrank score -i X -o X` writes: X is intact, no temporary is left."""
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_interrupted_run_keeps_its_input(bert_dir, tmp_path, sig, code, said):
+    """Ctrl-C, or SIGTERM (what `kill`, systemd and schedulers send), while `crossrank score
+    -i X -o X` writes: X is intact, no .tmp-* is left, exit code 128 + the signal."""
     x = write_jsonl(tmp_path / "x.jsonl", rows(20_000))
     before = x.read_bytes()
     proc = subprocess.Popen(
@@ -77,10 +83,10 @@ def test_interrupted_run_keeps_its_input(bert_dir, tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "crossrank: interrupted"
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"crossrank: {said}"
     assert x.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl"]
 

@@ -19,23 +19,14 @@ from crossrank.hub import BUNDLED_MODEL
 from crossrank.verify.groups import QueryGroup
 from crossrank.verify.runner import verify
 from crossrank.verify.scorers import build_scorer, parse_spec
-from server_helpers import free_port
+from server_helpers import PACKAGE_DOCS, PACKAGE_QUERIES, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("LLAMACPP_DIR", ROOT / "build" / "llamacpp"))
 SERVER = BUILD / "bin" / "llama-server"
 
-DOCS = [
-    "apache2: Apache HTTP Server",
-    "nginx: small, powerful, scalable web/proxy server",
-    "vim: Vi IMproved - enhanced vi editor",
-    "emacs: GNU Emacs editor",
-    "git: fast, scalable, distributed revision control system",
-    "lighttpd: fast webserver with minimal memory footprint",
-    "0ad: real-time strategy game of ancient warfare",
-    "python3: interactive high-level object-oriented language",
-]
-QUERIES = ["web server", "text editor", "version control", "strategy game", "python"]
+DOCS = [*PACKAGE_DOCS, "python3: interactive high-level object-oriented language"]
+QUERIES = [*PACKAGE_QUERIES, "python"]
 
 
 pytestmark = pytest.mark.skipif(

@@ -20,20 +20,11 @@ from crossrank.verify.clients import DIALECTS, ServiceError  # noqa: E402
 from crossrank.verify.groups import QueryGroup  # noqa: E402
 from crossrank.verify.runner import verify  # noqa: E402
 from crossrank.verify.scorers import build_scorer, parse_spec  # noqa: E402
-from server_helpers import serving  # noqa: E402
+from server_helpers import PACKAGE_DOCS, PACKAGE_QUERIES, serving  # noqa: E402
 
 KEY = "verify-key"
 MAX_LENGTH = "128"
-DOCS = [
-    "apache2: Apache HTTP Server",
-    "nginx: small, powerful, scalable web/proxy server",
-    "vim: Vi IMproved - enhanced vi editor",
-    "emacs: GNU Emacs editor",
-    "git: fast, scalable, distributed revision control system",
-    "lighttpd: fast webserver with minimal memory footprint",
-    "0ad: real-time strategy game of ancient warfare",
-]
-QUERIES = ["web server", "text editor", "version control", "strategy game"]
+DOCS, QUERIES = PACKAGE_DOCS, PACKAGE_QUERIES
 
 
 def groups() -> list[QueryGroup]:

@@ -381,3 +381,16 @@ def open_output(path: str | Path) -> Iterator[IO[str]]:
         return
     with atomic_write(path) as fh:
         yield fh
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Lay out a matplotlib figure and write it to ``path`` as PNG, atomically; the figure is
+    closed either way."""
+    import matplotlib.pyplot as plt  # the caller has checked for matplotlib
+
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(str(tmp), format="png")
+    finally:
+        plt.close(fig)

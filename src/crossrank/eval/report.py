@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossrank.atomic import atomic_path, atomic_write_text
+from crossrank.atomic import atomic_write_text, save_figure
 from crossrank.errors import missing_extra
 from crossrank.eval.compare import Comparison, compare
 from crossrank.eval.metrics import Evaluation
@@ -153,12 +153,7 @@ def plot_deltas(result: EvalResult, path: str | Path) -> None:
     ax.set_title(f"{result.dataset} [{result.split}]: per-query {PRIMARY} change")
     if result.models:
         ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(str(tmp), format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_markdown(result: EvalResult, path: str | Path, command: str | None = None) -> Path:

@@ -240,7 +240,7 @@ def plot_scores(result: VerifyResult, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossrank.atomic import atomic_path
+    from crossrank.atomic import save_figure
 
     n = max(1, len(result.candidates))
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4.2), dpi=100, squeeze=False)
@@ -254,9 +254,4 @@ def plot_scores(result: VerifyResult, path: str | Path) -> None:
         ax.set_title(c["name"][:40], fontsize="small")
         ax.set_xlabel(f"reference ({c.get('compared_on')})")
         ax.set_ylabel("candidate")
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(str(tmp), format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
