@@ -9,12 +9,13 @@ import sys
 import pytest
 
 from crossrank.errors import CrossrankError
+from crossrank.testing import write_groups
 from crossrank.train.trainer import train
-from test_train_trainer import cfg, make_data
+from test_train_trainer import cfg
 
 
 def test_a_foreign_non_empty_output_is_refused_unless_overwrite(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -27,7 +28,7 @@ def test_a_foreign_non_empty_output_is_refused_unless_overwrite(tmp_path, bert_d
 
 
 def test_an_earlier_run_needs_resume_or_a_new_output(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, bert_dir, data, "out", max_steps=2, save_steps=1))
     with pytest.raises(CrossrankError, match="--resume.*new --output"):
         train(cfg(tmp_path, bert_dir, data, "out", max_steps=2))
@@ -40,7 +41,7 @@ def test_an_earlier_run_needs_resume_or_a_new_output(tmp_path, bert_dir):
 
 
 def test_resume_with_changed_options_lists_them_and_needs_allow(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, bert_dir, data, "out", max_steps=4, save_steps=2))
     changed = cfg(tmp_path, bert_dir, data, "out", max_steps=6, save_steps=2, lr=5e-4)
     changed.resume = True
@@ -53,14 +54,14 @@ def test_resume_with_changed_options_lists_them_and_needs_allow(tmp_path, bert_d
 
 
 def test_resume_of_a_run_without_checkpoints_is_refused(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, bert_dir, data, "out", max_steps=1))
     with pytest.raises(CrossrankError, match="no checkpoint"):
         train(cfg(tmp_path, bert_dir, data, "out", max_steps=1, resume=True))
 
 
 def test_stale_temporaries_are_removed_at_start(tmp_path, bert_dir):
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     train(cfg(tmp_path, bert_dir, data, "out", max_steps=2, save_steps=1))
     out = tmp_path / "out"
     (out / ".tmp-checkpoint-2-4242").mkdir()
@@ -76,7 +77,7 @@ def test_cli_refuses_model_dir_as_output_in_one_line(tmp_path, bert_dir):
 
     shutil.copytree(bert_dir, model)
     before = {p.name: p.read_bytes() for p in model.iterdir()}
-    data = make_data(tmp_path / "d.jsonl")
+    data = write_groups(tmp_path / "d.jsonl")
     res = subprocess.run(
         [sys.executable, "-m", "crossrank", "train", "-m", str(model), "--data", data,
          "--output", str(model) + "/", "--overwrite-output-dir", "--device", "cpu"],
