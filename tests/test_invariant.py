@@ -85,7 +85,7 @@ def test_deterministic_scores_do_not_depend_on_the_batch(family_dir, dtype):
     alone = _alone(reranker)
 
     @settings(
-        max_examples=6,
+        max_examples=4,
         deadline=None,
         phases=[Phase.generate],  # a failing batching is printed; shrinking would take minutes
         suppress_health_check=[HealthCheck.function_scoped_fixture],
