@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.errors import CrossrankError
+from crossrank.progress import bar as progress_bar
 from crossrank.verify.clients import ServiceError
 from crossrank.verify.groups import QueryGroup
 from crossrank.verify.scorers import Scorer
@@ -165,15 +166,13 @@ def verify(
         CrossrankError: a user's mistake: a service refused a request (wrong URL, dialect or
             key) or is unreachable (:class:`~crossrank.verify.clients.ServiceError`), bad input.
     """
-    from tqdm import tqdm
-
     ref = Side(reference, reference.scale, CandidateStats(worst_k=0))
     sides = [Side(c, c.scale, CandidateStats(worst_k=worst)) for c in candidates]
     ndcg = _Ndcg(qrels)
     window = window or max(2, concurrency)
     pending: deque[tuple[QueryGroup, list[list[Future]]]] = deque()
     done = skipped = 0
-    bar = tqdm(desc="verify", unit=" queries", disable=None if progress is None else not progress)
+    bar = progress_bar(show=progress, total=None, desc="verify", unit=" queries")
     with (
         ThreadPoolExecutor(1, thread_name_prefix="verify-local") as local,
         ThreadPoolExecutor(concurrency, thread_name_prefix="verify-http") as remote,
