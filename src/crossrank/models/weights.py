@@ -95,8 +95,43 @@ def check_safetensors(path: Path) -> None:
         )
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+#: safetensors dtype names -> torch dtypes (what :func:`_read_safetensors` reads)
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def _read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor of a (checked) safetensors file read into its own memory, in file order:
+    no page of the file stays mapped into the process."""
+    import json
+
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = (int(x) for x in info["data_offsets"])
+            dtype = _ST_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise ModelLoadError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+            fh.seek(8 + n + start)
+            data = bytearray(end - start)
+            if fh.readinto(data) != len(data):
+                raise ModelLoadError(f"{path}: truncated safetensors file at tensor {name}; {FIX}")
+            tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            yield name, tensor.reshape(info["shape"])
+
+
+def iter_tensors(files: list[Path], *, private: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` from weight files, one tensor at a time for safetensors.
+
+    Safetensors files are mapped into memory (tensors share the file's pages, loaded lazily);
+    with ``private`` each tensor is read into its own memory instead: for loads that turn
+    every tensor into something else (another dtype, int8), so that the file's pages, once
+    read, do not stay in the process's resident memory.
 
     Raises:
         ModelLoadError: a weight file is truncated or corrupt (naming the file and, for
@@ -107,6 +142,9 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
             from safetensors import SafetensorError, safe_open
 
             check_safetensors(path)
+            if private:
+                yield from _read_safetensors(path)
+                continue
             try:
                 with safe_open(str(path), framework="pt") as f:
                     for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
