@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # exports and backend="auto" decisions never go to the user's own cache
 os.environ.setdefault("CROSSRANK_CACHE", tempfile.mkdtemp(prefix="crossrank-test-cache-"))
+# torch.compile of the int8 decoder layers costs tens of seconds per new model: off, except in
+# tests/test_compiled.py, which turns it on for the compiled path itself
+os.environ.setdefault("CROSSRANK_COMPILE", "0")
 
 # after the variables above: huggingface_hub reads HF_HUB_OFFLINE when imported
 from crossrank.testing import (  # noqa: E402

@@ -65,3 +65,20 @@ def test_the_emulated_cpu_is_the_one_asked_for():
     nothing more, whatever the host has: otherwise the ISA run tested the host's paths."""
     want = set(filter(None, os.environ["CROSSRANK_EXPECT_FEATURES"].split(",")))
     assert set(cpu_features()) == want
+
+
+def test_features_can_be_hidden(monkeypatch):
+    """CROSSRANK_DISABLE_FEATURES: how a CPU without bf16 units is measured on one with them."""
+    real = cpu_features()
+    monkeypatch.setenv("CROSSRANK_DISABLE_FEATURES", "avx512_bf16, amx")
+    cpu_features.cache_clear()
+    try:
+        assert cpu_features() == real - {"avx512_bf16", "amx"}
+        monkeypatch.setenv("CROSSRANK_DISABLE_FEATURES", "avx512_bf16,sse9")
+        cpu_features.cache_clear()
+        with pytest.raises(CrossrankError, match="unknown feature.*sse9"):
+            cpu_features()
+    finally:
+        monkeypatch.delenv("CROSSRANK_DISABLE_FEATURES")
+        cpu_features.cache_clear()
+    assert cpu_features() == real

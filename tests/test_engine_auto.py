@@ -82,6 +82,43 @@ def test_candidates_are_what_the_cpu_runs(backends, flags, onnx, want):
     assert [c.describe() for c in candidates(backends, flags, onnx)] == want
 
 
+@pytest.mark.parametrize(
+    ("flags", "want"),
+    [
+        (ZEN4, ["torch fp32", "torch bf16", "torch int8"]),
+        (ZEN3, ["torch fp32", "torch int8"]),  # int8 products are exact on AVX2 too
+    ],
+)
+def test_decoders_measure_their_int8_products(flags, want):
+    cands = candidates(DECODER, flags, True, torch_quantize=("int8",))
+    assert [c.describe() for c in cands] == want
+    assert (cands[-1].backend, cands[-1].quantize) == ("torch", "int8")
+
+
+def test_auto_measures_a_decoder_and_a_cpu_without_bf16_units(gemma_dir, tmp_path, monkeypatch):
+    """An LLM reranker: auto times fp32, bf16 (where the units are) and the int8 products, and
+    picks the fastest faithful one; hiding the bf16 units (CROSSRANK_DISABLE_FEATURES) drops
+    the bf16 candidate and measures again (the features are part of the cache key)."""
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
+    rr = Reranker(gemma_dir, device="cpu", backend="auto")
+    want = candidates(DECODER, cpu_features(), True, torch_quantize=("int8",))
+    assert [t.candidate for t in rr.backend_choice.timings] == [c.describe() for c in want]
+    fastest = max((t for t in rr.backend_choice.timings if t.faithful), key=lambda t: t.pairs_per_s)
+    assert rr.backend_choice.describe() in (fastest.candidate, "torch")
+    assert rr.options.quantize == rr.backend_choice.quantize
+
+    monkeypatch.setenv("CROSSRANK_DISABLE_FEATURES", "avx512_bf16,amx")
+    cpu_features.cache_clear()
+    try:
+        plain = Reranker(gemma_dir, device="cpu", backend="auto")
+        names = [t.candidate for t in plain.backend_choice.timings]
+        assert plain.backend_choice.source == "measured"
+        assert names == ["torch fp32", "torch int8"]
+    finally:
+        monkeypatch.delenv("CROSSRANK_DISABLE_FEATURES")
+        cpu_features.cache_clear()
+
+
 def test_pick_is_the_fastest_faithful_candidate():
     cands = candidates(ENCODER, ZEN4, True)
     timings = [

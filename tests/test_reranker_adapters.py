@@ -84,6 +84,8 @@ def test_adapter_errors(tmp_path, peft_adapter, bert_dir, gemma_dir):
         Reranker(bert_dir, adapter=adapter, device="cpu")
     with pytest.raises(CrossrankError, match="not a PEFT adapter"):
         Reranker(gemma_dir, adapter=tmp_path, device="cpu")
+    with pytest.raises(CrossrankError, match="cannot load onto int8 layers"):
+        Reranker(gemma_dir, adapter=adapter, device="cpu", quantize="int8")
 
 
 @pytest.mark.parametrize(

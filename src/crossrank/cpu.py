@@ -43,9 +43,24 @@ def cpu_features() -> frozenset[str]:
     """The CPU features the kernels will use (CPUID through torch; see :data:`_PROBES`).
 
     On other architectures than x86-64 the set is empty: ARM's int8 dot products (sdot /
-    udot) do not saturate, and bf16 there is not measured yet, so nothing is promised."""
+    udot) do not saturate, and bf16 there is not measured yet, so nothing is promised.
+
+    ``CROSSRANK_DISABLE_FEATURES=avx512_bf16,amx`` hides features (comma-separated names of
+    :data:`_PROBES`) from crossrank's choices: how a CPU without them is measured on one that
+    has them (add ``ONEDNN_MAX_CPU_ISA`` to keep oneDNN off them as well)."""
     import torch.cpu
 
+    hidden = {
+        f.strip().lower()
+        for f in os.environ.get("CROSSRANK_DISABLE_FEATURES", "").split(",")
+        if f.strip()
+    }
+    unknown = sorted(hidden - set(_PROBES))
+    if unknown:
+        raise CrossrankError(
+            f"CROSSRANK_DISABLE_FEATURES: unknown feature(s) {', '.join(unknown)}; "
+            f"use {', '.join(_PROBES)}"
+        )
     found = set()
     for name, probe in _PROBES.items():
         try:
@@ -53,7 +68,7 @@ def cpu_features() -> frozenset[str]:
                 found.add(name)
         except (AttributeError, RuntimeError):  # an older torch without the probe
             continue
-    return frozenset(found)
+    return frozenset(found - hidden)
 
 
 def is_x86() -> bool:

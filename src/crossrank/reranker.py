@@ -89,6 +89,7 @@ class Reranker:
     @signature_of(per_call=False)
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) -> None:
         from crossrank.config import read_config
+        from crossrank.engine import malloc
         from crossrank.engine.runner import Engine
         from crossrank.families import family_for
         from crossrank.families.base import Runtime, check_options
@@ -125,7 +126,12 @@ class Reranker:
             same = work_options(given)
             measure = measure_for(Reranker, self.model_dir, adapter_dir, same)
             self.backend_choice = resolve_auto(
-                self.family.backends, self.device, dtype, quantize, measure=measure
+                self.family.backends,
+                self.device,
+                dtype,
+                quantize,
+                measure=measure,
+                torch_quantize=self.family.torch_quantize,
             )
             backend, quantize = self.backend_choice.backend, self.backend_choice.quantize
             dtype = self.backend_choice.dtype or dtype
@@ -136,8 +142,13 @@ class Reranker:
         self.options = Options(
             **{**given, "max_length": self.max_length, "backend": backend, "quantize": quantize}
         )
-        runtime = Runtime(self.device, self.dtype, backend, quantize, pool)
-        self.loaded = self.family.load(self.model_dir, self.config, runtime)
+        runtime = Runtime(
+            self.device, self.dtype, backend, quantize, pool, compile=not self.options.deterministic
+        )
+        if self.device.type == "cpu":
+            malloc.tune()  # activation buffers reused between batches (CROSSRANK_MALLOC=default)
+        with malloc.loading():  # weight buffers returned as they are freed
+            self.loaded = self.family.load(self.model_dir, self.config, runtime)
         if adapter_dir is not None:
             from crossrank.models.adapters import apply_adapter_to
 

@@ -10,8 +10,9 @@ and kept in ``Reranker.backend_choice``; later loads on the same machine read th
 
 ``CROSSRANK_AUTO_MEASURE=0`` turns measuring off (``=refresh`` measures again and replaces the
 cached decision): with measuring off, :func:`choose_backend`'s rules decide from the CPU's
-features alone (int8 units: ONNX int8; bf16 units: torch bf16; else exact fp32). So
-do non-CPU devices and a dtype the user gave (only the backend is then chosen).
+features alone (int8 units: ONNX int8; bf16 units: torch bf16; else exact fp32; the decoders'
+int8 products are never chosen by rules, their fidelity depends on the model). So do non-CPU
+devices and a dtype the user gave (only the backend is then chosen).
 
 It is opt-in: the default stays ``backend="torch"`` in fp32, the exact scores of the reference.
 """
@@ -115,16 +116,23 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def candidates(backends: Collection[str], features: Collection[str], onnx: bool) -> list[Candidate]:
+def candidates(
+    backends: Collection[str],
+    features: Collection[str],
+    onnx: bool,
+    torch_quantize: Collection[str] = (),
+) -> list[Candidate]:
     """What ``auto`` measures for a family running on ``backends``, exact fp32 first.
 
-    bf16 only where the CPU has bf16 units (elsewhere it is emulated, slower than fp32); ONNX
-    only where the family exports and ONNX Runtime is installed. int8 is a candidate on every
-    CPU: its product format is the one that is exact here (:func:`crossrank.cpu.int8_scheme`),
-    and the measurement says whether it is faster."""
+    bf16 only where the CPU has bf16 units (elsewhere it is emulated, slower than fp32); the
+    family's ``torch_quantize`` (the decoders' int8 products, :mod:`crossrank.models.int8`);
+    ONNX only where the family exports and ONNX Runtime is installed. int8 is a candidate on
+    every CPU: its product format is the one that is exact here
+    (:func:`crossrank.cpu.int8_scheme`), and the measurement says whether it is faster."""
     out = [Candidate("torch")]
     if BF16_UNITS.intersection(features):
         out.append(Candidate("torch", dtype=torch.bfloat16))
+    out += [Candidate("torch", q) for q in torch_quantize]
     if "onnx" in backends and onnx:
         out += [Candidate("onnx"), Candidate("onnx", "int8")]
     return out
@@ -198,8 +206,10 @@ def resolve_auto(
     quantize: str | None,
     *,
     measure: Callable[[list[Candidate], bool], BackendChoice] | None = None,
+    torch_quantize: Collection[str] = (),
 ) -> BackendChoice:
-    """What ``backend="auto"`` means for a family running on ``backends`` (logged).
+    """What ``backend="auto"`` means for a family running on ``backends`` (and the
+    ``torch_quantize`` of its torch backend) (logged).
 
     ``measure(candidates, refresh)`` calibrates (the Reranker passes
     :func:`crossrank.engine.calibrate.measured_choice` bound to its checkpoint); without it, or
@@ -210,7 +220,7 @@ def resolve_auto(
     onnx = onnx_available()
     mode = measure_mode()
     if measure is not None and device.type == "cpu" and dtype is None and mode != "off":
-        choice = measure(candidates(backends, features, onnx), mode == "refresh")
+        choice = measure(candidates(backends, features, onnx, torch_quantize), mode == "refresh")
     else:
         given = dtype is not None
         choice = choose_backend(

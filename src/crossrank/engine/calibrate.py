@@ -3,8 +3,9 @@
 The workload (:func:`calibration_pairs`) is 3 queries x 16 real passages (Debian package
 descriptions shipped with the package: short, medium and two-document passages, 48 pairs):
 the model's own shapes at realistic lengths. Each candidate scores all of it once to warm up
-(first-call allocations, oneDNN's kernel choice, ONNX Runtime's session) and once timed; its
-scores are compared with torch fp32's per query (Spearman) and in absolute value.
+(first-call allocations, oneDNN's kernel choice, ONNX Runtime's session, torch.compile's graphs
+for the int8 decoders) and once timed; its scores are compared with torch fp32's per query
+(Spearman) and in absolute value.
 
 The result is cached in ``$CROSSRANK_CACHE/auto/<key>.json`` (default ``~/.cache/crossrank``),
 keyed by the checkpoint (path, file sizes and modification times), the options that change
@@ -34,6 +35,7 @@ from crossrank._version import __version__
 from crossrank.atomic import atomic_write_text
 from crossrank.bundled import EXAMPLE_DIR
 from crossrank.cpu import cpu_features, cpu_model, int8_scheme
+from crossrank.engine import malloc
 from crossrank.engine.auto import (
     MIN_SPEARMAN,
     BackendChoice,
@@ -46,8 +48,9 @@ from crossrank.models.weights import weight_files
 
 logger = logging.getLogger(__name__)
 
-#: bump when the workload or the decision rule changes (invalidates cached decisions)
-CALIBRATION_VERSION = 1
+#: bump when the workload, the candidates or the decision rule change (invalidates cached
+#: decisions); 2: the decoders' int8 products
+CALIBRATION_VERSION = 2
 #: a scorer: pairs in, float32 scores out (one per pair)
 Scorer = Callable[[Sequence[tuple[str, str]]], np.ndarray]
 
@@ -130,7 +133,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _run(scorer: Scorer, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, float]:
-    scorer(pairs)  # warm-up: allocations, kernel choice, session start
+    scorer(pairs)  # warm-up: allocations, kernel choice, session start, compilation
     t0 = time.perf_counter()
     scores = np.asarray(scorer(pairs), dtype=np.float32)
     return scores, time.perf_counter() - t0
@@ -155,6 +158,7 @@ def measure(cands: list[Candidate], build: Callable[[Candidate], Scorer]) -> lis
         finally:
             scorer = None  # noqa: F841  (free the candidate's model before the next loads)
             gc.collect()
+            malloc.release()
         if ref is None:
             ref = scores
         rhos = [spearman(ref[group_ids == g], scores[group_ids == g]) for g in set(groups)]

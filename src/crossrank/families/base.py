@@ -61,6 +61,9 @@ class Runtime:
     backend: str = "torch"
     quantize: str | None = None
     devices: list[torch.device] | None = None
+    #: torch.compile where it pays (the decoders' int8 layers on the CPU); off in the
+    #: deterministic mode
+    compile: bool = True
 
 
 @dataclass
@@ -101,6 +104,9 @@ class Family(Protocol):
     options: frozenset[str]
     #: the backends it runs on (``backend="auto"`` picks among them)
     backends: tuple[str, ...]
+    #: the quantizations its ``backend="torch"`` runs (``("int8",)`` for the decoders: int8
+    #: products on the CPU); ``backend="auto"`` measures them too
+    torch_quantize: tuple[str, ...]
     #: one line: what a score is for this family
     score: str
     #: parsed config -> how its model is exported to ONNX (the padded forward pass beside the

@@ -46,8 +46,10 @@ class DecoderFamily(ABC):
 
     name: str
     architectures: tuple[str, ...]
-    options: frozenset[str] = frozenset({"prompt", "share_prefix"})
+    options: frozenset[str] = frozenset({"prompt", "share_prefix", "quantize"})
     backends: tuple[str, ...] = ("torch",)
+    #: int8 products on the CPU (:mod:`crossrank.models.int8`): ``quantize="int8"``
+    torch_quantize: tuple[str, ...] = ("int8",)
     score: str
     #: no ONNX export (the decoders run on PyTorch only)
     onnx_export = None
@@ -97,6 +99,8 @@ class DecoderFamily(ABC):
     def load(self, model_dir: Path, config: DecoderConfig, runtime: Runtime) -> LoadedDecoder:
         if runtime.backend != "torch":
             raise CrossrankError(f"the {self.name} family runs on backend='torch' only")
+        if runtime.quantize not in (None, *self.torch_quantize):
+            raise CrossrankError(f"unknown quantize {runtime.quantize!r}; use None or 'int8'")
         return LoadedDecoder(self, model_dir, config, runtime)
 
 
@@ -111,8 +115,17 @@ class LoadedDecoder:
         self.runtime = runtime
         self.tokenizer = load_tokenizer(model_dir)
         self.decoder: DecoderLM = load_decoder_weights(
-            model_dir, family.model_class(), config, dtype=runtime.dtype, device=runtime.device
+            model_dir,
+            family.model_class(),
+            config,
+            dtype=runtime.dtype,
+            device=runtime.device,
+            quantize=runtime.quantize,
         )
+        if runtime.quantize == "int8" and runtime.compile:
+            from crossrank.models.compiled import compile_layers
+
+            compile_layers(self.decoder.model.layers)
         self.model: torch.nn.Module | None = self.decoder
 
     def scoring(self, options: ScoreOptions) -> Scoring:

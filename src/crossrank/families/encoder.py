@@ -41,6 +41,7 @@ class EncoderFamily:
     architectures = (*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS)
     options = frozenset({"backend", "quantize", "devices"})
     backends = ("torch", "onnx")
+    torch_quantize: tuple[str, ...] = ()
     score = "the classification head's logit on the first token"
 
     def claims(self, raw: dict[str, Any]) -> bool:

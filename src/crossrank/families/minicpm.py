@@ -25,7 +25,7 @@ from crossrank.models.minicpm import LayerWiseMiniCPMForCausalLM
 class MiniCPMLayerwiseFamily(DecoderFamily):
     name = "minicpm-layerwise"
     architectures = ("LayerWiseMiniCPMForCausalLM",)
-    options = frozenset({"prompt", "share_prefix", "cutoff_layers"})
+    options = frozenset({"prompt", "share_prefix", "cutoff_layers", "quantize"})
     score = "the cutoff layer's head on the last position (default: the last layer)"
     self_distill = True
 

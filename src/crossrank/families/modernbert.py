@@ -33,6 +33,7 @@ class ModernBertFamily(EncoderFamily):
     #: ModernBERT weights is unmeasured (no checkpoint can be downloaded here), so auto stays
     #: with PyTorch
     backends = ("torch",)
+    torch_quantize: tuple[str, ...] = ()
     score = "the classifier's logit on the pooled sequence (first token or mean, per config)"
     #: transformers' ``truncation=True`` rule ("longest_first"); training keeps the encoders'
     #: length rule (:meth:`~crossrank.engine.tokenize.PairTokenizer.training`)

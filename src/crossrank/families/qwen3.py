@@ -23,7 +23,7 @@ from crossrank.models.qwen3 import Qwen3Reranker
 class Qwen3Family(DecoderFamily):
     name = "qwen3"
     architectures = ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification")
-    options = frozenset({"instruction", "share_prefix"})
+    options = frozenset({"instruction", "share_prefix", "quantize"})
     score = 'logit("yes") - logit("no") at the last position (sigmoid: the authors\' P(yes))'
     example_prompt = "instruction"  # a training example's prompt is its <Instruct> text
 

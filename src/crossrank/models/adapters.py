@@ -287,6 +287,13 @@ def apply_adapter_to(
         raise CrossrankError(
             "LoRA adapters load onto LLM families with backend='torch' on one device"
         )
+    from crossrank.models.int8 import Int8Linear
+
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        raise CrossrankError(
+            "a LoRA adapter cannot load onto int8 layers: merge it into the base first "
+            "(crossrank train --merge) or drop quantize='int8'"
+        )
     apply_adapter(model, adapter_dir)
 
 

@@ -167,21 +167,47 @@ def load_decoder_weights(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    quantize: str | None = None,
 ) -> DecoderLM:
     """Build ``model_cls(config)`` and load the weights of ``model_dir`` into it.
 
     The model is built on the meta device; tensors stream from the weight files one at a time,
     are cast to ``dtype`` and assigned, so a bf16 load never holds an fp32 copy of the model.
+    With ``quantize="int8"`` the decoder layers' linear layers are
+    :class:`~crossrank.models.int8.Int8Linear` and each of their weights is quantized as it
+    streams in (no fp32 copy of them either).
     """
     from pathlib import Path
 
     model_dir = Path(model_dir)
     with torch.device("meta"):
         model = model_cls(config)
+    int8_weights: set[str] = set()
+    if quantize == "int8":
+        from crossrank.models import int8
+
+        int8.check_runtime(torch.device(device), dtype)
+        int8_weights = {f"{n}.weight" for n in int8.replace_linears(model)}
+    elif quantize is not None:
+        raise ModelLoadError(f"unknown quantize {quantize!r} for a decoder; use None or 'int8'")
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
-    for name, tensor in iter_tensors(weight_files(model_dir)):
+    # a load that converts tensors reads each into its own memory (see iter_tensors)
+    private = quantize is not None or dtype != torch.float32
+    for name, tensor in iter_tensors(weight_files(model_dir), private=private):
         name = model_cls.checkpoint_renames.get(name, name)
+        if name in int8_weights:
+            module = name[: -len(".weight")]
+            want = expected[f"{module}.qweight"].shape
+            if tuple(tensor.shape) != tuple(want):
+                raise ModelLoadError(
+                    f"{name} in {model_dir} has shape {tuple(tensor.shape)}, expected {tuple(want)}"
+                )
+            state[f"{module}.qweight"], state[f"{module}.wscale"] = int8.quantize_weight(tensor)
+            continue
+        if name.endswith(".bias") and f"{name[: -len('.bias')]}.weight" in int8_weights:
+            state[name] = tensor.float()  # an int8 layer's bias stays fp32
+            continue
         if name in expected:
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 raise ModelLoadError(
@@ -194,4 +220,6 @@ def load_decoder_weights(
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ModelLoadError(f"weights in {model_dir} lack {len(missing)} tensors: {shown}")
     model.load_state_dict(state, assign=True, strict=True)
+    if int8_weights:
+        int8.fuse_projections(model)
     return model.to(device).eval()

@@ -93,19 +93,29 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv * d, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias)
         self.rope_fp32 = rope_fp32
+        #: q / k / v as one product (set by :func:`crossrank.models.int8.fuse_projections`,
+        #: which removes the three)
+        self.qkv: nn.Module | None = None
         self.q_norm: RMSNorm | None = None
         self.k_norm: RMSNorm | None = None
         if config.qk_norm:
             self.q_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
             self.k_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
 
-    def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        """Unrotated queries ``[b, heads, s, d]``."""
+    def _queries(self, x: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Unrotated queries ``[b, heads, s, d]`` (of ``projected``, when given, else of x)."""
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
+        q = self.q_proj(x) if projected is None else projected
+        q = q.view(b, s, self.num_heads, self.head_dim)
         if self.q_norm is not None:
             q = self.q_norm(q)
         return q.transpose(1, 2)
+
+    def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values from the one fused product (int8 models)."""
+        assert self.qkv is not None
+        kv = self.num_kv * self.head_dim
+        return self.qkv(x).split([self.num_heads * self.head_dim, kv, kv], dim=-1)
 
     def forward(
         self,
@@ -121,8 +131,14 @@ class Attention(nn.Module):
         """
         b, s, _ = x.shape
         cos, sin = rope
-        q = apply_rotary(self._queries(x), cos, sin, self.rope_fp32)
-        k, v, keys, values = self._keys_values(x, rope, past)
+        if self.qkv is None:
+            q = self._queries(x)
+            k, v, keys, values = self._keys_values(x, rope, past)
+        else:
+            pq, pk, pv = self._fused(x)
+            q = self._queries(x, pq)
+            k, v, keys, values = self._keys_values(x, rope, past, (pk, pv))
+        q = apply_rotary(q, cos, sin, self.rope_fp32)
         out = self._attend(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
 
@@ -140,20 +156,27 @@ class Attention(nn.Module):
         rows = torch.arange(b, device=x.device)
         cos, sin = rope
         xq = x[rows, last][:, None]
-        q = self._queries(xq)
+        if self.qkv is None:
+            q = self._queries(xq)
+            _, _, keys, values = self._keys_values(x, rope, past)
+        else:  # the fused product at every position (its queries read at the last only)
+            pq, pk, pv = self._fused(x)
+            q = self._queries(xq, pq[rows, last][:, None])
+            _, _, keys, values = self._keys_values(x, rope, past, (pk, pv))
         q = apply_rotary(q, cos[rows, last][:, None], sin[rows, last][:, None], self.rope_fp32)
-        _, _, keys, values = self._keys_values(x, rope, past)
         out = self._attend(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
 
-    def _keys_values(self, x, rope, past):
+    def _keys_values(self, x, rope, past, projected=None):
         b, s, _ = x.shape
         cos, sin = rope
-        k = self.k_proj(x).view(b, s, self.num_kv, self.head_dim)
+        if projected is None:
+            projected = (self.k_proj(x), self.v_proj(x)) if self.qkv is None else self._fused(x)[1:]
+        k = projected[0].view(b, s, self.num_kv, self.head_dim)
         if self.k_norm is not None:
             k = self.k_norm(k)
         k = k.transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
+        v = projected[1].view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
         k = apply_rotary(k, cos, sin, self.rope_fp32)
         if past is None:
             return k, v, k, v
@@ -179,9 +202,15 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(h, f, bias=False)
         self.down_proj = nn.Linear(f, h, bias=False)
         self.act = activation(config.hidden_act)
+        #: gate / up as one product (set by :func:`crossrank.models.int8.fuse_projections`,
+        #: which removes the two)
+        self.gate_up: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up is None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down_proj(self.act(gate) * up)
 
 
 class DecoderLayer(nn.Module):

@@ -249,7 +249,8 @@ class Options:
     )
     quantize: str | None = option(
         None,
-        "int8: dynamic int8 linear layers (with backend onnx)",
+        "int8: int8 linear layers (encoders: with backend onnx; LLM rerankers: backend torch, "
+        "on the CPU)",
         check=one_of("int8"),
         family=True,
         flag={"choices": ("int8",), "default": None},
