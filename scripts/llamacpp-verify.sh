@@ -8,7 +8,7 @@
 #
 # Artifacts live under build/llamacpp/ (git-ignored):
 #   llama_cpp_python-*.tar.gz, llama_cpp_python-*/vendor/llama.cpp   the sources
-#   bin/llama-server                                                  the build
+#   bin/llama-server, bin/llama-quantize                              the build
 #   model-f16.gguf, model-q8_0.gguf                                   the converted model
 #   model-pooler-{f16,q8_0}.gguf                                      the workaround (below)
 #   report-*.{json,md,png}                                            verify's reports
@@ -48,10 +48,10 @@ stage_build() {
     cmake -S "$src" -B "$OUT/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DGGML_NATIVE=ON >"$OUT/cmake.log"
-    nice -n 10 cmake --build "$OUT/cmake" -j "$JOBS" --target llama-server \
+    nice -n 10 cmake --build "$OUT/cmake" -j "$JOBS" --target llama-server llama-quantize \
         >"$OUT/build.log"
     mkdir -p "$OUT/bin"
-    cp "$OUT/cmake/bin/llama-server" "$OUT/bin/"
+    cp "$OUT/cmake/bin/llama-server" "$OUT/cmake/bin/llama-quantize" "$OUT/bin/"
     "$OUT/bin/llama-server" --version 2>&1 | tail -2
 }
 
