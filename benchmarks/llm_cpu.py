@@ -26,8 +26,8 @@ what a CPU without them gets). llama.cpp: the checkpoint converted by its own co
 f16 and Q8_0, Q4_K_M by its ``llama-quantize``, served by ``llama-server --reranking``
 (:mod:`llamacpp`).
 
-Every run is its own process (``llm_worker.py``; llama.cpp: the server), so peak RSS (VmHWM)
-is per configuration and includes loading. Fidelity is against crossrank's exact scores
+Every run is its own process (``worker.py``, a warm-up pass over all pairs first; llama.cpp:
+the server), so peak RSS (VmHWM) is per configuration and includes loading. Fidelity is against crossrank's exact scores
 (torch fp32, equal to transformers' within 1e-4 by the parity tests): mean per-query Spearman
 and max abs difference on the raw-logit scale (llama.cpp's Qwen3 P(yes) is turned back into
 logit(yes) - logit(no)). The CPU is recorded with every figure.
@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,7 @@ sys.path.insert(0, str(HERE))
 
 import llamacpp  # noqa: E402
 import prepare  # noqa: E402
-from bench import cpu_description, peers_python  # noqa: E402
+from bench import cpu_description, peers_python, run_worker  # noqa: E402
 
 #: what "the bf16 units unused" means on a CPU that has them
 NO_BF16 = {
@@ -112,19 +111,6 @@ def qwen3_checkpoint(path: Path) -> Path:
     return path
 
 
-def run_worker(python: Path, args: list[str], env: dict[str, str]) -> dict:
-    before = os.getloadavg()[0]
-    proc = subprocess.run(
-        [str(python), str(HERE / "llm_worker.py"), *args], capture_output=True, text=True, env=env
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"worker failed: {' '.join(args)}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["load_avg"] = [before, os.getloadavg()[0]]
-    return out
-
-
 def fidelity(ref: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
     from crossrank.engine.calibrate import spearman
 
@@ -141,7 +127,8 @@ def bench_shape(name: str, model_dir: Path, rows: list[dict], args, peers_py: Pa
     pairs_file = prepare.write_pairs(CACHE / f"pairs-{name}.jsonl", rows)
     qids = [r["qid"] for r in rows]
     groups = np.array([sorted(set(qids)).index(q) for q in qids])
-    common = ["--model", str(model_dir), "--pairs", str(pairs_file), "--repeats", str(args.repeats)]
+    common = ["--model", str(model_dir), "--pairs", str(pairs_file), "--warmup", "all"]
+    common += ["--repeats", str(args.repeats)]
     ours = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     peers = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     py = Path(sys.executable)
@@ -244,7 +231,7 @@ def report(name: str, results: list[dict]) -> None:
             continue
         xf = f"{r['pairs_per_s'] / max(flag):.2f}" if flag else ""
         xl = f"{r['pairs_per_s'] / max(lcpp):.2f}" if lcpp else ""
-        chose = (r.get("choice") or {}).get("backend", "")
+        chose = r.get("choice") or ""
         print(f"| {r['label']} | {r['pairs_per_s']:.2f} | {xf} | {xl} | {r['spearman']:.4f} "
               f"| {r['max_abs_diff']:.3g} | {r['peak_rss_mb']:.0f} | {chose} |")  # fmt: skip
 
