@@ -70,3 +70,34 @@ def test_saved_weights_get_the_usual_file_mode(tmp_path):
         os.umask(old)
     assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert not (tmp_path / "model.safetensors.tmp").exists()
+
+
+def test_private_reads_equal_the_mapped_file(tmp_path):
+    """iter_tensors(private=True) reads each tensor into its own buffer (converting loads):
+    the same names, dtypes, shapes and values as the memory-mapped read, every dtype."""
+    from safetensors.torch import save_file
+
+    from crossrank.models.weights import iter_tensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "a.f32": torch.randn(3, 5, generator=g),
+        "b.bf16": torch.randn(7, generator=g).bfloat16(),
+        "c.f16": torch.randn(2, 2, 2, generator=g).half(),
+        "d.i64": torch.arange(6).reshape(2, 3),
+        "e.i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "f.bool": torch.tensor([True, False]),
+        "g.scalar": torch.tensor(2.5),
+        "h.empty": torch.zeros(0, 4),
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path))
+    mapped = dict(iter_tensors([path]))
+    private = dict(iter_tensors([path], private=True))
+    assert sorted(private) == sorted(mapped) == sorted(tensors)
+    for name, want in tensors.items():
+        got = private[name]
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert torch.equal(got, want) and torch.equal(mapped[name], want), name
+    private["a.f32"].add_(1)  # its own memory: writable, the file unchanged
+    assert torch.equal(dict(iter_tensors([path]))["a.f32"], tensors["a.f32"])
