@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -165,28 +163,17 @@ def score(
     group in one ``/v1/rerank`` request (the server batches a request's documents over its
     ``parallel`` slots). Returns seconds (the timed pass, after a warm-up request), the scores in
     input order (the server's ``relevance_score``) and the server's peak RSS."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from serving import free_port, started
+
+    port = free_port()
     ctx = 1024 * parallel
     cmd = [
         str(binary("llama-server")), "-m", str(gguf), "--reranking", "--host", "127.0.0.1",
         "--port", str(port), "-t", str(threads), "-tb", str(threads), "-c", str(ctx),
         "-b", str(ctx), "-ub", str(ctx), "-np", str(parallel), "--no-warmup",
     ]  # fmt: skip
-    log = open(gguf.with_suffix(".server.log"), "w")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited: see {log.name}")
+    with started(cmd, base, log=gguf.with_suffix(".server.log")) as proc:
         q0, docs0 = groups[0]
         _post(f"{base}/v1/rerank", {"query": q0, "documents": docs0[:8], "top_n": 8})  # warm-up
         t0 = time.perf_counter()
@@ -200,14 +187,3 @@ def score(
             by_index = {r["index"]: r["relevance_score"] for r in ans["results"]}
             scores += [float(by_index[i]) for i in range(len(docs))]
         return {"seconds": seconds, "scores": scores, "peak_rss_mb": _peak_rss_mb(proc.pid)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def clean(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -1,5 +1,6 @@
 """A real ``crossrank serve`` for the server benchmarks: a free loopback port, started as a
-subprocess, ready once ``/health`` answers 200, stopped on exit."""
+subprocess, ready once ``/health`` answers 200, stopped on exit (:func:`started`: any server
+command so, llama.cpp's too)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(
-    args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``crossrank serve ARGS --host 127.0.0.1 --port <free>``: yields ``(base URL, process)``
-    once ready; its output goes to ``log`` (default: inherited)."""
+def started(
+    cmd: list[str], base: str, *, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run the server command ``cmd`` (listening at ``base``), yield its process once
+    ``base/health`` answers 200, stop it on exit; its output goes to ``log`` (default:
+    inherited). RuntimeError when it exits or is not ready within 5 minutes."""
     import httpx
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "crossrank", "serve", *args, "--host", "127.0.0.1"]
-    cmd += ["--port", str(port)]
     out = open(log, "w") if log else None  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
     try:
@@ -40,11 +38,11 @@ def serve(
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
-                raise SystemExit(log.read_text() if log else "the server exited")
+                raise RuntimeError(log.read_text() if log else f"{cmd[0]} exited")
             time.sleep(0.5)
         else:
-            raise SystemExit("the server did not start")
-        yield base, proc
+            raise RuntimeError(f"{cmd[0]} did not start")
+        yield proc
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -55,3 +53,20 @@ def serve(
                 proc.wait()
         if out:
             out.close()
+
+
+@contextmanager
+def serve(
+    args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``crossrank serve ARGS --host 127.0.0.1 --port <free>``: yields ``(base URL, process)``
+    once ready; its output goes to ``log`` (default: inherited)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "crossrank", "serve", *args, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    try:
+        with started(cmd, base, env=env, log=log) as proc:
+            yield base, proc
+    except RuntimeError as exc:  # the benchmarks stop with the server's output
+        raise SystemExit(str(exc)) from None
