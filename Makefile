@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 LINTED := src tests $(wildcard benchmarks/*.py)
 
+# the suite in $(TEST_WORKERS) processes (pytest-xdist), one test file per process at a time, so a
+# file's module fixtures (a Ray cluster, servers) are built once; TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # the instruction-set-dependent tests under an emulated AVX2-only CPU (qemu-user; ~10x slower)
 test-avx2: venv
