@@ -22,8 +22,8 @@ import math
 import torch
 
 from crossrank import Reranker
-from crossrank.eval.compare import compare
 from crossrank.eval.metrics import Evaluation
+from crossrank.eval.significance import compare
 from crossrank.train.data import GroupSchedule, load_examples
 
 

@@ -24,7 +24,7 @@ def test_score_rank_eval_for_every_family(family_dir, tmp_path, capsys, monkeypa
     from crossrank.eval.beir import load_beir
     from crossrank.eval.firststage import bm25_run
     from crossrank.eval.metrics import evaluate
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "cache"))
     max_length = short_max_length(family_dir, 40)

@@ -75,7 +75,7 @@ def dev_table(dataset: Path | None, args: argparse.Namespace, model_args: dict) 
     from crossrank.eval.beir import load_beir, sample_queries
     from crossrank.eval.metrics import evaluate
     from crossrank.eval.report import EvalResult, format_console
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
     from crossrank.eval.runs import read_run
 
     if dataset is None:

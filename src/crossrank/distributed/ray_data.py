@@ -257,7 +257,7 @@ def rerank_dataset(
 
 
 class RayReranker:
-    """A ``rank_many`` that scores on Ray Data, so :func:`crossrank.eval.rerank.rerank` (and
+    """A ``rank_many`` that scores on Ray Data, so :func:`crossrank.eval.reranking.rerank` (and
     ``crossrank eval --engine ray``) run through :func:`rerank_dataset`.
 
     Ranking is the in-process one: best score first, ties in input order.

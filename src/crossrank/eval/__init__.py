@@ -58,9 +58,9 @@ _LAZY = {
     "MEASURES": "crossrank.eval.metrics",
     "Evaluation": "crossrank.eval.metrics",
     "evaluate": "crossrank.eval.metrics",
-    "rerank": "crossrank.eval.rerank",
-    "Comparison": "crossrank.eval.compare",
-    "compare": "crossrank.eval.compare",
+    "rerank": "crossrank.eval.reranking",
+    "Comparison": "crossrank.eval.significance",
+    "compare": "crossrank.eval.significance",
 }
 
 

@@ -162,7 +162,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _rerank_with(args, model, dataset, run, query_ids):
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
 
     if args.engine == "ray":  # the same rerank, scored by Ray Data actors
         from crossrank.distributed.cli import ray_reranker, ray_session

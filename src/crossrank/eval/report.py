@@ -9,8 +9,8 @@ from typing import Any
 
 from crossrank.atomic import atomic_write_text, save_figure
 from crossrank.errors import missing_extra
-from crossrank.eval.compare import Comparison, compare
 from crossrank.eval.metrics import Evaluation
+from crossrank.eval.significance import Comparison, compare
 
 PRIMARY = "nDCG@10"
 

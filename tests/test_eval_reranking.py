@@ -1,4 +1,4 @@
-"""crossrank.eval.rerank with a real tiny Reranker, and the markdown/PNG report."""
+"""crossrank.eval.reranking with a real tiny Reranker, and the markdown/PNG report."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def first_stage():
 
 
 def test_rerank_one_batched_call_scores_and_tail(reranker, first_stage):
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
 
     ds, run = first_stage
     calls = []
@@ -64,7 +64,7 @@ def test_rerank_one_batched_call_scores_and_tail(reranker, first_stage):
 
 
 def test_rerank_rejects_unknown_query_and_document(reranker, first_stage):
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
 
     ds, _ = first_stage
     with pytest.raises(InputError, match="not in the dataset's queries"):
@@ -76,7 +76,7 @@ def test_rerank_rejects_unknown_query_and_document(reranker, first_stage):
 
 
 def test_report_table_and_png(reranker, first_stage, tmp_path):
-    from crossrank.eval.rerank import rerank
+    from crossrank.eval.reranking import rerank
 
     ds, run = first_stage
     reranked = rerank(reranker, ds, run, top_k=5)

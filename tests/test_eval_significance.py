@@ -9,9 +9,9 @@ import random
 import pytest
 from scipy.stats import ttest_rel
 
-from crossrank.eval.compare import compare
 from crossrank.eval.metrics import Evaluation, evaluate
 from crossrank.eval.report import EvalResult, format_console
+from crossrank.eval.significance import compare
 
 
 def evaluation(values: dict[str, float], measure: str = "nDCG@10") -> Evaluation:
