@@ -50,9 +50,10 @@ def weight_files(model_dir: Path) -> list[Path]:
 FIX = "re-download the model or save the checkpoint again"
 
 
-def check_safetensors(path: Path) -> None:
+def check_safetensors(path: Path) -> tuple[int, dict[str, Any]]:
     """Check a safetensors file's framing (header length, JSON header, data extent) so a
-    truncated or corrupt file is one :class:`ModelLoadError` with the byte offset at fault."""
+    truncated or corrupt file is one :class:`ModelLoadError` with the byte offset at fault;
+    returns the header's length in bytes and the header."""
     import json
 
     size = path.stat().st_size
@@ -93,6 +94,7 @@ def check_safetensors(path: Path) -> None:
             f"{path}: truncated safetensors file: the tensor data should end at byte "
             f"{8 + n + end}, but the file ends at byte {size}; {FIX}"
         )
+    return n, header
 
 
 #: safetensors dtype names -> torch dtypes (what :func:`_read_safetensors` reads)
@@ -103,16 +105,14 @@ _ST_DTYPES = {
 }  # fmt: skip
 
 
-def _read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Each tensor of a (checked) safetensors file read into its own memory, in file order:
-    no page of the file stays mapped into the process."""
-    import json
-
+def _read_safetensors(
+    path: Path, n: int, header: dict[str, Any]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor of a safetensors file read into its own memory, in file order: no page of
+    the file stays mapped into the process. ``n`` and ``header``: :func:`check_safetensors`'s."""
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-        header.pop("__metadata__", None)
-        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        for name, info in sorted(tensors.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             start, end = (int(x) for x in info["data_offsets"])
             dtype = _ST_DTYPES.get(info["dtype"])
             if dtype is None:
@@ -141,9 +141,9 @@ def iter_tensors(files: list[Path], *, private: bool = False) -> Iterator[tuple[
         if path.suffix == ".safetensors":
             from safetensors import SafetensorError, safe_open
 
-            check_safetensors(path)
+            n, header = check_safetensors(path)
             if private:
-                yield from _read_safetensors(path)
+                yield from _read_safetensors(path, n, header)
                 continue
             try:
                 with safe_open(str(path), framework="pt") as f:
