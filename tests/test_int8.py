@@ -134,3 +134,15 @@ def test_int8_refuses_what_it_does_not_run(gemma_dir, bert_dir):
         Reranker(gemma_dir, device="cpu", quantize="int8", dtype="bf16")
     with pytest.raises(CrossrankError, match="backend='onnx'"):  # encoders: ONNX's int8
         Reranker(bert_dir, device="cpu", quantize="int8")
+    # a quantization no decoder runs (past the options' check): the user's, not the model's
+    from crossrank.config import read_config
+    from crossrank.errors import ModelLoadError
+    from crossrank.families import family_for
+    from crossrank.families.base import Runtime
+
+    raw = read_config(gemma_dir / "config.json")
+    family = family_for(raw)
+    runtime = Runtime(torch.device("cpu"), torch.float32, "torch", "int4")
+    with pytest.raises(CrossrankError, match="unknown quantize 'int4'") as info:
+        family.load(gemma_dir, family.parse_config(raw), runtime)
+    assert not isinstance(info.value, ModelLoadError)

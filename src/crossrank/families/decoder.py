@@ -99,8 +99,6 @@ class DecoderFamily(ABC):
     def load(self, model_dir: Path, config: DecoderConfig, runtime: Runtime) -> LoadedDecoder:
         if runtime.backend != "torch":
             raise CrossrankError(f"the {self.name} family runs on backend='torch' only")
-        if runtime.quantize not in (None, *self.torch_quantize):
-            raise CrossrankError(f"unknown quantize {runtime.quantize!r}; use None or 'int8'")
         return LoadedDecoder(self, model_dir, config, runtime)
 
 

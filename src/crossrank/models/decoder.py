@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crossrank.errors import ModelLoadError
+from crossrank.errors import CrossrankError, ModelLoadError
 from crossrank.models.decoder_config import DecoderConfig
 from crossrank.models.decoder_layers import DecoderBody, rotary
 from crossrank.models.weights import iter_tensors, weight_files
@@ -189,7 +189,7 @@ def load_decoder_weights(
         int8.check_runtime(torch.device(device), dtype)
         int8_weights = {f"{n}.weight" for n in int8.replace_linears(model)}
     elif quantize is not None:
-        raise ModelLoadError(f"unknown quantize {quantize!r} for a decoder; use None or 'int8'")
+        raise CrossrankError(f"unknown quantize {quantize!r}; use None or 'int8'")
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     # a load that converts tensors reads each into its own memory (see iter_tensors)
