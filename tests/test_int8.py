@@ -1,6 +1,6 @@
 """The decoders' int8 products (``quantize="int8"``, crossrank.models.int8): exact integer sums,
-rows quantized alone, the two-pass activations, loading without fp32 weights, and scores close
-to fp32 for every decoder family. In the isa set: run under an emulated AVX2-only CPU too
+rows quantized alone, the rotated down projection, bf16 attention where the CPU has bf16 units,
+loading without fp32 weights, and scores close to fp32 for every decoder family. In the isa set: run under an emulated AVX2-only CPU too
 (scripts/test-isa.sh), where oneDNN takes its non-VNNI int8 kernels."""
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from torch import nn
 from crossrank import Reranker
 from crossrank.engine.calibrate import spearman
 from crossrank.errors import CrossrankError
-from crossrank.models.int8 import Int8Linear, quantize_weight
+from crossrank.models.int8 import (
+    Int8Linear,
+    hadamard,
+    low_precision_attention,
+    quantize_weight,
+    rotation_block,
+)
 
 pytestmark = pytest.mark.isa
 
@@ -59,31 +65,46 @@ def test_each_row_is_quantized_alone():
     """A row's output does not depend on the other rows of its batch: bitwise, since the
     integer sums are exact and the scales are per row."""
     x = _heavy_tailed(33, 128)
-    for passes in (1, 2):
-        lin = Int8Linear.from_float(torch.randn(64, 128) * 0.05, passes=passes)
+    for rotation in (1, 16):
+        lin = Int8Linear.from_float(torch.randn(64, 128) * 0.05, rotation=rotation)
         full = lin(x)
         for i in (0, 7, 32):
             assert torch.equal(lin(x[i : i + 1]), full[i : i + 1])
         assert torch.equal(lin(x[5:20]), full[5:20])
 
 
-def test_two_passes_take_the_rounding_residual():
-    """On heavy-tailed activations one int8 pass adds about 1.5 % error from the activations'
-    rounding; the second pass (the residual quantized again, 127x finer) removes it, leaving
-    only the weights' own rounding."""
+def test_hadamard_is_orthonormal_and_blockwise():
+    """The rotation is the orthonormal block-diagonal Walsh-Hadamard matrix: its own inverse,
+    norm-preserving, each block of the input mixed with itself only."""
+    torch.manual_seed(1)
+    x = torch.randn(5, 96, dtype=torch.float64)
+    for block in (2, 4, 16, 32):
+        y = hadamard(x, block)
+        torch.testing.assert_close(hadamard(y, block), x)
+        torch.testing.assert_close(y.norm(dim=1), x.norm(dim=1))
+    eye = torch.eye(32, dtype=torch.float64)
+    h = hadamard(eye, 16)
+    assert torch.count_nonzero(h[:16, 16:]) == 0 and torch.count_nonzero(h[16:, :16]) == 0
+    torch.testing.assert_close(h[:16, :16].abs(), torch.full((16, 16), 0.25, dtype=torch.float64))
+    assert [rotation_block(n) for n in (2048, 96, 40, 7)] == [16, 16, 8, 1]
+
+
+def test_rotation_spreads_the_heavy_tail():
+    """On heavy-tailed activations one plain int8 pass loses the small values' bits (a few large
+    ones set the row's scale); rotated first, the same int8 product errs much less, and the
+    rotation itself changes nothing: the float products of the rotated input and weight equal
+    the plain ones."""
     torch.manual_seed(1)
     w = torch.randn(256, 512) * 0.02
     x = _heavy_tailed(64, 512)
     ref = x @ w.T
-    err = {}
-    for passes in (1, 2):
-        out = Int8Linear.from_float(w, passes=passes)(x)
-        err[passes] = float((out - ref).norm() / ref.norm())
-    qw, ws = quantize_weight(w)
-    weights_only = float((x @ (qw.float() * ws[:, None]).T - ref).norm() / ref.norm())
+    torch.testing.assert_close(hadamard(x, 16) @ hadamard(w, 16).T, ref, atol=1e-4, rtol=1e-4)
+    err = {
+        r: float((Int8Linear.from_float(w, rotation=r)(x) - ref).norm() / ref.norm())
+        for r in (1, 16)
+    }
     assert err[1] < 0.03
-    assert err[1] > 2 * err[2]
-    assert abs(err[2] - weights_only) < 0.02 * weights_only
+    assert err[16] < 0.75 * err[1], err  # measured: 0.017 -> 0.011
 
 
 def test_fused_products_equal_the_separate_ones():
@@ -101,12 +122,22 @@ def test_fused_products_equal_the_separate_ones():
 def test_input_is_never_modified():
     x = _heavy_tailed(4, 64)
     before = x.clone()
-    Int8Linear.from_float(torch.randn(16, 64), passes=2)(x)
+    Int8Linear.from_float(torch.randn(16, 64), rotation=16)(x)
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("attention", ["fp32", "bf16"])
 @pytest.mark.parametrize("fixture", DECODERS)
-def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(fixture, request):
+def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(
+    fixture, attention, request, monkeypatch
+):
+    """Close on tiny random models (hidden 48-64, the hard case), with attention in fp32 (a CPU
+    without bf16 units) and in bf16 (:func:`low_precision_attention`, on any CPU: PyTorch
+    emulates bf16 products where the units are missing)."""
+    import crossrank.cpu
+
+    features = {"fp32": frozenset(), "bf16": frozenset({"avx512_bf16"})}[attention]
+    monkeypatch.setattr(crossrank.cpu, "cpu_features", lambda: features)
     model_dir = request.getfixturevalue(fixture)
     exact = Reranker(model_dir, device="cpu", show_progress=False)
     rr = Reranker(model_dir, device="cpu", quantize="int8", show_progress=False)
@@ -115,7 +146,9 @@ def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(fixture, reques
     int8 = [m for m in layers.modules() if isinstance(m, Int8Linear)]
     assert len(int8) == 4 * len(layers)  # q|k|v, o, gate|up, down
     assert all(m.qweight.dtype == torch.int8 for m in int8)
-    assert sorted({m.passes for m in int8}) == [1, 2]
+    assert sorted({m.rotation for m in int8}) == [1, 16]  # the down projections rotated
+    want = {"fp32": None, "bf16": torch.bfloat16}[attention]
+    assert all(layer.self_attn.products_dtype == want for layer in layers)
 
     a = np.asarray(exact.compute_score(PAIRS), dtype=np.float64)
     b = np.asarray(rr.compute_score(PAIRS), dtype=np.float64)
@@ -125,7 +158,9 @@ def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(fixture, reques
     assert np.abs(a - b).max() < 0.3 * spread
     n = len(PASSAGES)
     rhos = [spearman(a[i * n : (i + 1) * n], b[i * n : (i + 1) * n]) for i in range(len(QUERIES))]
-    assert min(rhos) >= 0.9 and np.mean(rhos) >= 0.95  # 8 passages: one swap costs 0.024
+    # 8 passages: one swap of neighbours costs 0.024; measured at worst (Qwen3, bf16 attention)
+    # 0.929 / 0.976 / 0.929, on the benchmark shapes 0.991-0.993 (docs/performance.md)
+    assert min(rhos) >= 0.9 and np.mean(rhos) >= 0.93
     assert rr.options.quantize == "int8"
 
 

@@ -29,6 +29,17 @@ KERNELS = ("auto", "padded", "grouped", "torch-varlen", "flash")
 VarlenKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "object"], torch.Tensor]
 
 
+def pack_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The rows ``index`` of ``x`` ``[rows, ...]``: a padded batch's real tokens, packed."""
+    return x.index_select(0, index)
+
+
+def unpack_rows(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """``[rows, ...]`` holding ``x``'s rows at ``index`` and zeros elsewhere: packed tokens
+    put back in their padded batch (the inverse of :func:`pack_rows`)."""
+    return x.new_zeros(rows, *x.shape[1:]).index_copy(0, index, x)
+
+
 def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout) -> torch.Tensor:
     from flash_attn import flash_attn_varlen_func
 

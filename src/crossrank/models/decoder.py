@@ -9,7 +9,8 @@ The models (:mod:`crossrank.models.gemma`, :mod:`crossrank.models.minicpm`,
 scale, the RMSNorm form, the activation, the residual scale, RMSNorm on queries and keys per
 head (Qwen3) and how the last hidden state becomes a score.
 
-Batches are right-padded (why no key mask is needed: :mod:`crossrank.models.decoder_layers`).
+Batches are right-padded; the layers run on their real tokens only, packed (why no key mask
+is needed and how attention sees the padded batch: :mod:`crossrank.models.decoder_layers`).
 
 Query-prefix sharing: all pairs of one query start with the same tokens
 (``[bos] + "A: " + query + "\\n"``). :meth:`DecoderLM.prefix_cache` runs those tokens once per
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 from crossrank.errors import CrossrankError, ModelLoadError
+from crossrank.models.attention import pack_rows
 from crossrank.models.decoder_config import DecoderConfig
-from crossrank.models.decoder_layers import DecoderBody, rotary
+from crossrank.models.decoder_layers import DecoderBody, Packing, rotary
 from crossrank.models.weights import iter_tensors, weight_files
 
 
@@ -82,16 +84,18 @@ class DecoderLM(nn.Module):
         self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, n_layers: int | None = None
     ) -> PrefixCache:
         """Keys / values of right-padded prefixes ``[n, P]`` through the first ``n_layers``."""
+        packing = Packing.of(prefix_mask)
+        x = self.embed(pack_rows(prefix_ids.reshape(-1), packing.index))
         n, p = prefix_ids.shape
-        x = self.embed(prefix_ids)
-        rope = self._rope(torch.arange(p, device=x.device).expand(n, p))
+        positions = torch.arange(p, device=x.device).expand(n, p)
+        rope = self._rope(pack_rows(positions.reshape(-1), packing.index))
         keys, values = [], []
         layers = self.model.layers[: n_layers or len(self.model.layers)]
         for i, layer in enumerate(layers):
             if i + 1 == len(layers):  # the last layer's output is never read: keys/values only
-                k, v, _, _ = layer.self_attn._keys_values(layer.input_layernorm(x), rope, None)
+                k, v = layer.self_attn.keys_values(layer.input_layernorm(x), rope, packing)
             else:
-                x, k, v = layer(x, rope)
+                x, k, v = layer(x, rope, packing)
             keys.append(k)
             values.append(v)
         return PrefixCache(keys, values, prefix_mask.sum(dim=1))
@@ -109,12 +113,15 @@ class DecoderLM(nn.Module):
         ``k`` in ``layers`` (no final norm). The forward pass stops at ``max(layers)``.
 
         With ``prefix`` (from :meth:`prefix_cache`), ``input_ids`` are suffixes: row ``i``
-        continues prefix ``prefix_index[i]``.
+        continues prefix ``prefix_index[i]``. The layers run on the real tokens only
+        (:class:`~crossrank.models.decoder_layers.Packing`).
         """
         b, s = input_ids.shape
-        last = attention_mask.sum(dim=1) - 1
-        rows = torch.arange(b, device=input_ids.device)
-        x = self.embed(input_ids)
+        lengths = attention_mask.sum(dim=1)
+        last = lengths - 1  # in the padded rows
+        last_packed = torch.cumsum(lengths, 0) - 1  # in the packed tokens
+        packing = Packing.of(attention_mask)
+        x = self.embed(pack_rows(input_ids.reshape(-1), packing.index))
         steps = torch.arange(s, device=x.device)
         mask = None
         if prefix is None:
@@ -128,11 +135,11 @@ class DecoderLM(nn.Module):
             mask = torch.cat(
                 (in_prefix[:, None, :].expand(b, s, pmax), causal.expand(b, s, s)), dim=2
             )[:, None]
-        rope = self._rope(positions)
+        rope = self._rope(pack_rows(positions.reshape(-1), packing.index))
         wanted, stop = set(layers), max(layers)
         out: dict[int, torch.Tensor] = {}
         if 0 in wanted:
-            out[0] = x[rows, last]
+            out[0] = x.index_select(0, last_packed)
         for i, layer in enumerate(self.model.layers[:stop]):
             past = None
             if prefix is not None:
@@ -146,17 +153,18 @@ class DecoderLM(nn.Module):
                 if mask is None:
                     last_mask = (steps[None, :] <= last[:, None])[:, None, None, :]
                 else:
+                    rows = torch.arange(b, device=x.device)
                     last_mask = mask[rows, :, last][:, :, None, :]
-                out[stop] = layer.forward_last(x, rope, last, past, last_mask)
+                out[stop] = layer.forward_last(x, rope, packing, last_packed, past, last_mask)
                 break
             if self.gradient_checkpointing and self.training:
                 from torch.utils.checkpoint import checkpoint
 
-                x, _, _ = checkpoint(layer, x, rope, past, mask, use_reentrant=False)
+                x, _, _ = checkpoint(layer, x, rope, packing, past, mask, use_reentrant=False)
             else:
-                x, _, _ = layer(x, rope, past, mask)
+                x, _, _ = layer(x, rope, packing, past, mask)
             if i + 1 in wanted:
-                out[i + 1] = x[rows, last]
+                out[i + 1] = x.index_select(0, last_packed)
         return out
 
 
@@ -203,7 +211,10 @@ def load_decoder_weights(
                 raise ModelLoadError(
                     f"{name} in {model_dir} has shape {tuple(tensor.shape)}, expected {tuple(want)}"
                 )
-            state[f"{module}.qweight"], state[f"{module}.wscale"] = int8.quantize_weight(tensor)
+            rotation = model.get_submodule(module).rotation
+            state[f"{module}.qweight"], state[f"{module}.wscale"] = int8.quantize_weight(
+                tensor, rotation
+            )
             continue
         if name.endswith(".bias") and f"{name[: -len('.bias')]}.weight" in int8_weights:
             state[name] = tensor.float()  # an int8 layer's bias stays fp32
@@ -222,4 +233,5 @@ def load_decoder_weights(
     model.load_state_dict(state, assign=True, strict=True)
     if int8_weights:
         int8.fuse_projections(model)
+        int8.low_precision_attention(model)
     return model.to(device).eval()

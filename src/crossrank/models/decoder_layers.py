@@ -5,19 +5,23 @@ into the scoring forward pass; the family points left open (norm form, rotary pr
 residual scale) come in through :class:`~crossrank.models.decoder_config.DecoderConfig` and the
 constructor flags.
 
-Batches are right-padded. With causal attention a real token never attends to a padded one
-(pads only follow the real tokens), so no key mask is needed and padded rows are ignored.
+Batches are right-padded, and the layers run on their real tokens only, packed as
+``[tokens, hidden]`` (:class:`Packing`): every matrix product, norm and activation skips the
+padding. Attention alone puts queries, keys and values back in the padded batch. With causal
+attention a real token never attends to a padded one (pads only follow the real tokens), so no
+key mask is needed and the padded rows' outputs are dropped.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from crossrank.errors import UnsupportedModelError
+from crossrank.models.attention import pack_rows, unpack_rows
 
 if TYPE_CHECKING:
     from crossrank.models.decoder_config import DecoderConfig
@@ -42,7 +46,7 @@ class RMSNorm(nn.Module):
 
 
 def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, ...]:
-    """fp32 ``(cos, sin)`` of shape ``[batch, seq, head_dim]`` for integer ``positions``."""
+    """fp32 ``(cos, sin)`` of shape ``[*positions.shape, head_dim]`` for integer ``positions``."""
     inv_freq = 1.0 / (
         theta
         ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim)
@@ -53,7 +57,8 @@ def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fp32: bool) -> torch.Tensor:
-    """Rotate ``x`` ``[batch, heads, seq, d]``; cos/sin are rounded to x's dtype first.
+    """Rotate ``x`` ``[tokens, heads, d]`` by cos / sin ``[tokens, d]``; cos/sin are rounded
+    to x's dtype first.
 
     ``fp32``: do the products in fp32 and cast back (MiniCPM), else in x's dtype (Gemma).
     """
@@ -65,8 +70,23 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fp32: bo
     return (y * cos + rot * sin).to(x.dtype)
 
 
-def activation(name: str):
+def gelu_tanh_by_exp(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh form written with one ``exp``: ``0.5 x (1 + tanh(z)) = x / (1 + exp(-2z))``.
+
+    The same function as ``F.gelu(x, approximate="tanh")`` (within 6e-7 absolute and a few
+    units in the last place relative, checked in the tests), for compiled layers: the
+    compiler's vectorised ``exp`` costs about a third of its ``tanh`` (Gemma shape, int8:
+    the kernel holding the activation went from 1.5 to 0.8 ns per element on 2 cores)."""
+    z = x + 0.044715 * x * x * x
+    return x / (1.0 + torch.exp(-1.5957691216057308 * z))
+
+
+def activation(name: str, compiled: bool = False):
+    """The MLP's activation ``name``; ``compiled``: the form that compiles fastest (only
+    GELU-tanh differs, see :func:`gelu_tanh_by_exp`)."""
     if name in ("gelu_pytorch_tanh", "gelu_new"):
+        if compiled:
+            return gelu_tanh_by_exp
         return lambda x: F.gelu(x, approximate="tanh")
     if name in ("silu", "swish"):
         return F.silu
@@ -75,9 +95,40 @@ def activation(name: str):
     raise UnsupportedModelError(f"hidden activation {name!r} is not supported")
 
 
+class Packing(NamedTuple):
+    """Where the real tokens of a right-padded ``[batch, seq]`` batch are: the layers run on
+    them packed, ``[tokens, hidden]``, and only attention sees the padded batch.
+
+    ``index``: ``[tokens]`` their flat positions in ``[batch * seq]``; ``mask``: the batch's
+    ``[batch, seq]`` attention mask (its shape is the padded one). Both are tensors, so a
+    compiled layer treats every batch shape alike."""
+
+    index: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> Packing:
+        """The packing of a right-padded batch's ``attention_mask``."""
+        return cls(torch.nonzero(attention_mask.reshape(-1)).squeeze(1), attention_mask)
+
+
+def to_heads(packing: Packing, x: torch.Tensor) -> torch.Tensor:
+    """Packed ``[tokens, heads, d]`` to padded ``[batch, heads, seq, d]`` (zeros at pads)."""
+    b, s = packing.mask.shape
+    rows = unpack_rows(x.reshape(x.shape[0], -1), packing.index, b * s)
+    return rows.view(b, s, *x.shape[1:]).transpose(1, 2)
+
+
+def from_heads(packing: Packing, x: torch.Tensor) -> torch.Tensor:
+    """Padded ``[batch, heads, seq, d]`` to packed ``[tokens, heads * d]``."""
+    b, h, s, d = x.shape
+    return pack_rows(x.transpose(1, 2).reshape(b * s, h * d), packing.index)
+
+
 class Attention(nn.Module):
-    """Grouped-query attention; with ``config.qk_norm`` each head's queries and keys go through
-    an RMSNorm (``q_norm`` / ``k_norm``, over ``head_dim``) before the rotary positions."""
+    """Grouped-query attention on packed tokens (:class:`Packing`); with ``config.qk_norm``
+    each head's queries and keys go through an RMSNorm (``q_norm`` / ``k_norm``, over
+    ``head_dim``) before the rotary positions."""
 
     def __init__(self, config: DecoderConfig, rope_fp32: bool, offset_norm: bool = False) -> None:
         super().__init__()
@@ -98,91 +149,95 @@ class Attention(nn.Module):
         self.qkv: nn.Module | None = None
         self.q_norm: RMSNorm | None = None
         self.k_norm: RMSNorm | None = None
+        #: dtype of attention's two products (None: the model's; set by
+        #: :func:`crossrank.models.int8.low_precision_attention`)
+        self.products_dtype: torch.dtype | None = None
         if config.qk_norm:
             self.q_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
             self.k_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
 
-    def _queries(self, x: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
-        """Unrotated queries ``[b, heads, s, d]`` (of ``projected``, when given, else of x)."""
-        b, s, _ = x.shape
-        q = self.q_proj(x) if projected is None else projected
-        q = q.view(b, s, self.num_heads, self.head_dim)
+    def _queries(self, projected: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Rotated queries ``[n, heads, d]`` of projected rows ``[n, heads * d]``."""
+        q = projected.view(projected.shape[0], self.num_heads, self.head_dim)
         if self.q_norm is not None:
             q = self.q_norm(q)
-        return q.transpose(1, 2)
+        return apply_rotary(q, cos, sin, self.rope_fp32)
 
-    def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Queries, keys and values from the one fused product (int8 models)."""
-        assert self.qkv is not None
+    def _keys_values(self, k: torch.Tensor, v: torch.Tensor, cos, sin):
+        """Rotated keys and values ``[n, kv, d]`` of projected rows ``[n, kv * d]``."""
+        n = k.shape[0]
+        k = k.view(n, self.num_kv, self.head_dim)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        return apply_rotary(k, cos, sin, self.rope_fp32), v.view(n, self.num_kv, self.head_dim)
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k and v rows of packed ``x``: one fused product (int8 models) or three."""
+        if self.qkv is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
         kv = self.num_kv * self.head_dim
         return self.qkv(x).split([self.num_heads * self.head_dim, kv, kv], dim=-1)
+
+    def keys_values(self, x, rope, packing: Packing) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values ``[batch, kv, seq, d]`` (zeros at pads) of packed ``x``."""
+        cos, sin = rope
+        if self.qkv is None:
+            k, v = self._keys_values(self.k_proj(x), self.v_proj(x), cos, sin)
+        else:
+            k, v = self._keys_values(*self._projections(x)[1:], cos, sin)
+        return to_heads(packing, k), to_heads(packing, v)
 
     def forward(
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        packing: Packing,
         past: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Output ``[b, s, h]`` plus this call's rotated keys and values.
+        """Output ``[tokens, h]`` of packed ``x`` ``[tokens, h]`` (``rope``: ``[tokens, d]``
+        each), plus this call's rotated keys and values ``[batch, kv, seq, d]``.
 
         ``past``: prefix keys / values ``[b, kv, P, d]`` put before this call's keys, with
         ``mask`` ``[b, 1, s, P + s]`` (True = may attend); without ``past``, plain causal.
         """
-        b, s, _ = x.shape
         cos, sin = rope
-        if self.qkv is None:
-            q = self._queries(x)
-            k, v, keys, values = self._keys_values(x, rope, past)
-        else:
-            pq, pk, pv = self._fused(x)
-            q = self._queries(x, pq)
-            k, v, keys, values = self._keys_values(x, rope, past, (pk, pv))
-        q = apply_rotary(q, cos, sin, self.rope_fp32)
+        pq, pk, pv = self._projections(x)
+        q = to_heads(packing, self._queries(pq, cos, sin))
+        k, v = (to_heads(packing, t) for t in self._keys_values(pk, pv, cos, sin))
+        keys, values = (k, v) if past is None else (_cat(past[0], k), _cat(past[1], v))
         out = self._attend(q, keys, values, mask)
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+        return self.o_proj(from_heads(packing, out)), k, v
 
     def forward_last(
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        packing: Packing,
         last: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Output ``[b, 1, h]`` for the query at position ``last[i]`` of each row only (keys and
-        values still come from every position); ``mask`` ``[b, 1, 1, keys]``."""
-        b = x.shape[0]
-        rows = torch.arange(b, device=x.device)
-        cos, sin = rope
-        xq = x[rows, last][:, None]
+        """Output ``[b, h]`` for the query of packed row ``last[i]`` (each sequence's last
+        token) only; keys and values still come from every token. ``mask``
+        ``[b, 1, 1, keys]``."""
+        cos_last, sin_last = (t.index_select(0, last) for t in rope)
         if self.qkv is None:
-            q = self._queries(xq)
-            _, _, keys, values = self._keys_values(x, rope, past)
-        else:  # the fused product at every position (its queries read at the last only)
-            pq, pk, pv = self._fused(x)
-            q = self._queries(xq, pq[rows, last][:, None])
-            _, _, keys, values = self._keys_values(x, rope, past, (pk, pv))
-        q = apply_rotary(q, cos[rows, last][:, None], sin[rows, last][:, None], self.rope_fp32)
-        out = self._attend(q, keys, values, mask)
-        return self.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
-
-    def _keys_values(self, x, rope, past, projected=None):
-        b, s, _ = x.shape
-        cos, sin = rope
-        if projected is None:
-            projected = (self.k_proj(x), self.v_proj(x)) if self.qkv is None else self._fused(x)[1:]
-        k = projected[0].view(b, s, self.num_kv, self.head_dim)
-        if self.k_norm is not None:
-            k = self.k_norm(k)
-        k = k.transpose(1, 2)
-        v = projected[1].view(b, s, self.num_kv, self.head_dim).transpose(1, 2)
-        k = apply_rotary(k, cos, sin, self.rope_fp32)
-        if past is None:
-            return k, v, k, v
-        return k, v, torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+            q = self._queries(self.q_proj(x.index_select(0, last)), cos_last, sin_last)
+            k, v = self._keys_values(self.k_proj(x), self.v_proj(x), *rope)
+        else:  # the fused product at every token (its queries read at the last only)
+            pq, pk, pv = self._projections(x)
+            q = self._queries(pq.index_select(0, last), cos_last, sin_last)
+            k, v = self._keys_values(pk, pv, *rope)
+        keys, values = to_heads(packing, k), to_heads(packing, v)
+        if past is not None:
+            keys, values = _cat(past[0], keys), _cat(past[1], values)
+        out = self._attend(q[:, :, None], keys, values, mask)  # [b, heads, 1, d]
+        return self.o_proj(out.reshape(out.shape[0], -1))
 
     def _attend(self, q, keys, values, mask):
+        if self.products_dtype is not None:
+            return attend_in(self.products_dtype, q, keys, values, mask, self.head_dim**-0.5)
         return F.scaled_dot_product_attention(
             q,
             keys,
@@ -194,6 +249,40 @@ class Attention(nn.Module):
         )
 
 
+def attend_in(
+    dtype: torch.dtype,
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Attention with its two matrix products in ``dtype`` (bf16) and the softmax in fp32.
+
+    ``q`` ``[b, heads, n, d]``, ``keys`` / ``values`` ``[b, kv, s, d]``, ``mask``
+    ``[b, 1, n, s]`` (True = may attend) or None for causal (``n == s``). The query heads that
+    share a key / value head are stacked, so each product is one batched matrix product per
+    key / value head, as large as the grouping allows (Gemma's 8 heads on 1: one product of
+    ``8 n`` rows). Output in q's dtype."""
+    b, h, n, d = q.shape
+    kv, s = keys.shape[1], keys.shape[2]
+    g = h // kv
+    qs = (q * scale).to(dtype).reshape(b * kv, g * n, d)
+    scores = torch.bmm(qs, keys.to(dtype).reshape(b * kv, s, d).transpose(1, 2))
+    scores = scores.float().view(b, kv, g, n, s)
+    if mask is None:
+        allowed = torch.ones(n, s, dtype=torch.bool, device=q.device).tril()
+    else:
+        allowed = mask[:, :, None]  # [b, 1, 1, n, s]
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(dtype)
+    out = torch.bmm(probs.view(b * kv, g * n, s), values.to(dtype).reshape(b * kv, s, d))
+    return out.view(b, h, n, d).to(q.dtype)
+
+
+def _cat(past: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
+    return torch.cat((past, now), dim=2)
+
+
 class MLP(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -201,6 +290,7 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(h, f, bias=False)
         self.up_proj = nn.Linear(h, f, bias=False)
         self.down_proj = nn.Linear(f, h, bias=False)
+        self.hidden_act = config.hidden_act
         self.act = activation(config.hidden_act)
         #: gate / up as one product (set by :func:`crossrank.models.int8.fuse_projections`,
         #: which removes the two)
@@ -223,15 +313,16 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, offset_norm)
         self.residual_scale = config.residual_scale
 
-    def forward(self, x, rope, past=None, mask=None):
-        attn, k, v = self.self_attn(self.input_layernorm(x), rope, past, mask)
+    def forward(self, x, rope, packing: Packing, past=None, mask=None):
+        """Packed ``x`` ``[tokens, h]`` through the layer, plus its keys and values."""
+        attn, k, v = self.self_attn(self.input_layernorm(x), rope, packing, past, mask)
         return self._finish(x, attn), k, v
 
-    def forward_last(self, x, rope, last, past, mask) -> torch.Tensor:
-        """The layer's output ``[b, h]`` at position ``last[i]`` of each row only."""
-        attn = self.self_attn.forward_last(self.input_layernorm(x), rope, last, past, mask)
-        rows = torch.arange(x.shape[0], device=x.device)
-        return self._finish(x[rows, last][:, None], attn)[:, 0]
+    def forward_last(self, x, rope, packing: Packing, last, past, mask) -> torch.Tensor:
+        """The layer's output ``[b, h]`` at packed rows ``last`` (each sequence's last
+        token) only."""
+        attn = self.self_attn.forward_last(self.input_layernorm(x), rope, packing, last, past, mask)
+        return self._finish(x.index_select(0, last), attn)
 
     def _finish(self, x, attn):
         """Residual attention branch, then the MLP branch."""

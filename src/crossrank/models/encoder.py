@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossrank.config import EncoderConfig
-from crossrank.models.attention import VarlenKernel, select_kernel
+from crossrank.models.attention import VarlenKernel, pack_rows, select_kernel, unpack_rows
 from crossrank.models.dropout import Dropout, dropout
 
 
@@ -183,13 +183,12 @@ class PackedLayout:
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         if self.indices is None:
             return x
-        return x.index_select(0, self.indices)
+        return pack_rows(x, self.indices)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         if self.indices is None:
             return x
-        out = x.new_zeros(self.batch * self.seq, x.shape[-1])
-        return out.index_copy(0, self.indices, x)
+        return unpack_rows(x, self.indices, self.batch * self.seq)
 
 
 class Encoder(nn.Module):

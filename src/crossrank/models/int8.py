@@ -7,21 +7,27 @@ an :class:`Int8Linear`:
   the checkpoint streams in (:func:`crossrank.models.decoder.load_decoder_weights`), so no fp32
   copy of them is ever held;
 * activations: int8, one scale per token (row), computed on the fly from that row alone. The
-  MLP's down projection, whose input (``act(gate) * up``) is heavy-tailed, takes two passes
-  (:data:`TWO_PASS`): the rounding residual of the first is quantized again and multiplied by
-  the same int8 weights, about 15 bits of activation for one more int8 product;
+  MLP's down projection, whose input (``act(gate) * up``) is heavy-tailed (a few large values
+  set the row's scale and the many small ones lose their bits), is rotated first
+  (:data:`ROTATED`): ``x W^T = (x H)(W H)^T`` for the orthonormal block-diagonal
+  Walsh-Hadamard matrix ``H`` (blocks of 16, :func:`hadamard`), which spreads each large value
+  over its block. ``W H`` is quantized once at load; ``x H`` costs four butterfly steps per
+  value, fused by the compiler with the activation before it;
 * q / k / v and gate / up run as one product each (:func:`fuse_projections`): their common
   input is quantized once;
 * the product: ``torch._int_mm`` (int8 x int8 summed in int32, oneDNN: VNNI / AMX where the CPU
-  has them, AVX2 elsewhere), then scaled back to fp32.
+  has them, AVX2 elsewhere), then scaled back to fp32;
+* attention: its two matrix products in bf16 on a CPU with bf16 units
+  (:func:`low_precision_attention`), fp32 elsewhere.
 
-Measured on a random Gemma-shaped reranker (hidden 512, 6 layers, 2 x 50 debian-ir pairs):
-one pass everywhere gave mean per-query Spearman 0.985 against fp32, two passes on the down
-projection 0.998 (bf16: 0.995), at 2.1x the speed of fp32 (docs/performance.md).
+Measured on a random Gemma-shaped reranker (hidden 512, 6 layers, 2 x 50 debian-ir pairs),
+mean per-query Spearman against fp32: one plain pass everywhere 0.989; the down projection
+rotated 0.994; taking the down projection's rounding residual in a second int8 product (the
+design before the rotation) 0.997, for a fifth more int8 work (docs/notes/llm-cpu.md).
 
 The integer sums are exact on every instruction set (checked under an emulated AVX2-only CPU:
 no 16-bit saturation) and each row is quantized alone, so a pair's products do not depend on
-the other pairs of its batch. Embeddings, norms, attention and the scoring rows stay fp32.
+the other pairs of its batch. Embeddings, norms, the softmax and the scoring rows stay fp32.
 
 How faithful this is depends on the model (activation outliers hurt per-token int8), so
 ``backend="auto"`` picks it only after measuring it on the model being run
@@ -45,14 +51,48 @@ from crossrank.errors import CrossrankError
 
 #: the linear layers of a decoder layer that run in int8 (module names)
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: the targets whose activations take two int8 passes (heavy-tailed inputs)
-TWO_PASS = ("down_proj",)
+#: the targets whose inputs are rotated before they are quantized (heavy-tailed inputs)
+ROTATED = ("down_proj",)
+#: the largest Walsh-Hadamard block of the rotation
+ROTATION_BLOCK = 16
 _TINY = 1e-12
 
 
-def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(int8 [out, in], fp32 scale [out])`` of a weight, symmetric per output row."""
+def rotation_block(width: int) -> int:
+    """The rotation's block for inputs of ``width``: the largest power of two up to
+    :data:`ROTATION_BLOCK` that divides it (1: no rotation)."""
+    block = 1
+    while block < ROTATION_BLOCK and width % (2 * block) == 0:
+        block *= 2
+    return block
+
+
+def hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
+    """``x [..., n]`` times the orthonormal block-diagonal Walsh-Hadamard matrix of blocks of
+    ``block`` (a power of two dividing ``n``): ``log2(block)`` butterfly steps. The matrix is
+    symmetric and its own inverse.
+
+    Example:
+        >>> x = torch.randn(3, 32)
+        >>> bool(torch.allclose(hadamard(hadamard(x, 16), 16), x, atol=1e-6))
+        True
+    """
+    shape, n = x.shape, x.shape[-1]
+    h = 1
+    while h < block:
+        x = x.reshape(-1, n // (2 * h), 2, h)
+        a, b = x[:, :, 0], x[:, :, 1]
+        x = torch.stack((a + b, a - b), dim=2)
+        h *= 2
+    return x.reshape(shape) * block**-0.5
+
+
+def quantize_weight(weight: torch.Tensor, rotation: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(int8 [out, in], fp32 scale [out])`` of a weight, symmetric per output row; with
+    ``rotation`` > 1, of the weight times the Walsh-Hadamard matrix (:func:`hadamard`)."""
     w = weight.detach().float()
+    if rotation > 1:
+        w = hadamard(w, rotation)
     scale = w.abs().amax(dim=1).clamp(min=_TINY) / 127.0
     q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
@@ -62,14 +102,15 @@ class Int8Linear(nn.Module):
     """``y = x W^T + b`` with int8 weights (per output row) and int8 activations (per token).
 
     Buffers: ``qweight`` int8 ``[out, in]``, ``wscale`` fp32 ``[out]``, ``bias`` fp32 or None.
-    Input of any float dtype, output fp32. ``passes=2`` quantizes the activations' rounding
-    residual too (a second int8 product with the same weights)."""
+    Input of any float dtype, output fp32. ``rotation`` > 1: the inputs are multiplied by the
+    Walsh-Hadamard matrix of that block (:func:`hadamard`) before they are quantized, and
+    ``qweight`` holds the weight times the same matrix."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, passes: int = 1) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool, rotation: int = 1) -> None:
         super().__init__()
-        if passes not in (1, 2):
-            raise ValueError(f"passes must be 1 or 2, got {passes}")
-        self.in_features, self.out_features, self.passes = in_features, out_features, passes
+        if rotation < 1 or rotation & (rotation - 1) or in_features % rotation:
+            raise ValueError(f"rotation must be a power of two dividing {in_features}")
+        self.in_features, self.out_features, self.rotation = in_features, out_features, rotation
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("wscale", torch.ones(out_features))
         self.bias: torch.Tensor | None
@@ -80,11 +121,11 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, weight: torch.Tensor, bias: torch.Tensor | None = None, passes: int = 1
+        cls, weight: torch.Tensor, bias: torch.Tensor | None = None, rotation: int = 1
     ) -> Int8Linear:
         """The int8 layer of a float weight ``[out, in]`` (and bias)."""
-        out = cls(weight.shape[1], weight.shape[0], bias is not None, passes)
-        out.qweight, out.wscale = quantize_weight(weight)
+        out = cls(weight.shape[1], weight.shape[0], bias is not None, rotation)
+        out.qweight, out.wscale = quantize_weight(weight, rotation)
         if bias is not None:
             out.bias = bias.detach().float().clone()
         return out
@@ -92,16 +133,11 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_features).float()
-        weight = self.qweight.t()
+        if self.rotation > 1:
+            rows = hadamard(rows, self.rotation)
         scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY).div_(127.0)
-        q = torch.round(rows / scale)
-        out = torch._int_mm(q.to(torch.int8), weight).float().mul_(scale)
-        if self.passes == 2:  # the residual, |r| <= scale / 2, on a 127x finer grid
-            residual = rows - q.mul_(scale)  # never in place: rows may be the input
-            fine = scale.div_(127.0)
-            q2 = torch.round(residual / fine).to(torch.int8)
-            out.add_(torch._int_mm(q2, weight).float().mul_(fine))
-        out.mul_(self.wscale)
+        q = torch.round(rows / scale).to(torch.int8)
+        out = torch._int_mm(q, self.qweight.t()).float().mul_(scale).mul_(self.wscale)
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*lead, self.out_features)
@@ -109,7 +145,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}, "
-            f"passes={self.passes}"
+            f"rotation={self.rotation}"
         )
 
 
@@ -134,18 +170,19 @@ def replace_linears(model: nn.Module) -> list[str]:
         parent = model.get_submodule(parent_name)
         lin = getattr(parent, child)
         device = lin.weight.device
-        passes = 2 if child in TWO_PASS else 1
+        rotation = rotation_block(lin.in_features) if child in ROTATED else 1
         with torch.device(device):
             setattr(
                 parent,
                 child,
-                Int8Linear(lin.in_features, lin.out_features, lin.bias is not None, passes),
+                Int8Linear(lin.in_features, lin.out_features, lin.bias is not None, rotation),
             )
     return names
 
 
 def _concat(parts: list[Int8Linear]) -> Int8Linear:
-    """One layer computing ``parts`` side by side (their rows stacked); one pass each."""
+    """One layer computing ``parts`` side by side (their rows stacked; none rotated)."""
+    assert all(p.rotation == 1 for p in parts)
     out = Int8Linear(parts[0].in_features, sum(p.out_features for p in parts), False)
     out.qweight = torch.cat([p.qweight for p in parts])
     out.wscale = torch.cat([p.wscale for p in parts])
@@ -170,6 +207,27 @@ def fuse_projections(model: nn.Module) -> None:
         elif isinstance(mod, MLP) and isinstance(mod.gate_proj, Int8Linear):
             mod.gate_up = _concat([mod.gate_proj, mod.up_proj])
             del mod.gate_proj, mod.up_proj
+
+
+def low_precision_attention(
+    model: nn.Module, features: frozenset[str] | None = None
+) -> torch.dtype | None:
+    """On a CPU with bf16 units (:data:`crossrank.cpu.BF16_UNITS`), every attention of an int8
+    model computes its two matrix products in bf16 (softmax in fp32,
+    :func:`~crossrank.models.decoder_layers.attend_in`); elsewhere it stays fp32. Returns the
+    dtype set (None: unchanged). Measured with the other int8 choices fixed, the two variants
+    alternating in one process (best of 8): Gemma benchmark shape 87.5 -> 91.9 pairs/s,
+    Spearman against fp32 0.9972 -> 0.9961; Qwen3-0.6B shape 6.0 -> 6.5 pairs/s, 0.9925 ->
+    0.991 (docs/notes/llm-cpu.md)."""
+    from crossrank.cpu import BF16_UNITS, cpu_features
+    from crossrank.models.decoder_layers import Attention
+
+    if not BF16_UNITS.intersection(cpu_features() if features is None else features):
+        return None
+    for mod in model.modules():
+        if isinstance(mod, Attention):
+            mod.products_dtype = torch.bfloat16
+    return torch.bfloat16
 
 
 def check_runtime(device: torch.device, dtype: torch.dtype) -> None:
