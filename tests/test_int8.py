@@ -181,3 +181,17 @@ def test_int8_refuses_what_it_does_not_run(gemma_dir, bert_dir):
     with pytest.raises(CrossrankError, match="unknown quantize 'int4'") as info:
         family.load(gemma_dir, family.parse_config(raw), runtime)
     assert not isinstance(info.value, ModelLoadError)
+
+
+def test_bf16_attention_only_with_bf16_units(gemma_dir):
+    """low_precision_attention sets bf16 products where the CPU has bf16 units, and leaves
+    fp32 attention on a CPU without them (what CROSSRANK_DISABLE_FEATURES=avx512_bf16,amx
+    measures)."""
+    rr = Reranker(gemma_dir, device="cpu", quantize="int8", show_progress=False)
+    attentions = [layer.self_attn for layer in rr.model.model.layers]
+    for a in attentions:
+        a.products_dtype = None
+    assert low_precision_attention(rr.model, frozenset({"avx2", "avx512_vnni"})) is None
+    assert all(a.products_dtype is None for a in attentions)
+    assert low_precision_attention(rr.model, frozenset({"amx"})) == torch.bfloat16
+    assert all(a.products_dtype == torch.bfloat16 for a in attentions)
