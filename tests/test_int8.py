@@ -16,7 +16,6 @@ from crossrank.errors import CrossrankError
 from crossrank.models.int8 import (
     Int8Linear,
     hadamard,
-    low_precision_attention,
     quantize_weight,
     rotation_block,
 )
@@ -126,18 +125,8 @@ def test_input_is_never_modified():
     assert torch.equal(x, before)
 
 
-@pytest.mark.parametrize("attention", ["fp32", "bf16"])
 @pytest.mark.parametrize("fixture", DECODERS)
-def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(
-    fixture, attention, request, monkeypatch
-):
-    """Close on tiny random models (hidden 48-64, the hard case), with attention in fp32 (a CPU
-    without bf16 units) and in bf16 (:func:`low_precision_attention`, on any CPU: PyTorch
-    emulates bf16 products where the units are missing)."""
-    import crossrank.cpu
-
-    features = {"fp32": frozenset(), "bf16": frozenset({"avx512_bf16"})}[attention]
-    monkeypatch.setattr(crossrank.cpu, "cpu_features", lambda: features)
+def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(fixture, request):
     model_dir = request.getfixturevalue(fixture)
     exact = Reranker(model_dir, device="cpu", show_progress=False)
     rr = Reranker(model_dir, device="cpu", quantize="int8", show_progress=False)
@@ -146,9 +135,7 @@ def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(
     int8 = [m for m in layers.modules() if isinstance(m, Int8Linear)]
     assert len(int8) == 4 * len(layers)  # q|k|v, o, gate|up, down
     assert all(m.qweight.dtype == torch.int8 for m in int8)
-    assert sorted({m.rotation for m in int8}) == [1, 16]  # the down projections rotated
-    want = {"fp32": None, "bf16": torch.bfloat16}[attention]
-    assert all(layer.self_attn.products_dtype == want for layer in layers)
+    assert sorted({m.rotation for m in int8}) == [1, 16]  # the MLPs rotated
 
     a = np.asarray(exact.compute_score(PAIRS), dtype=np.float64)
     b = np.asarray(rr.compute_score(PAIRS), dtype=np.float64)
@@ -158,9 +145,9 @@ def test_decoder_int8_is_close_to_fp32_and_holds_no_fp32_weights(
     assert np.abs(a - b).max() < 0.3 * spread
     n = len(PASSAGES)
     rhos = [spearman(a[i * n : (i + 1) * n], b[i * n : (i + 1) * n]) for i in range(len(QUERIES))]
-    # 8 passages: one swap of neighbours costs 0.024; measured at worst (Qwen3, bf16 attention)
-    # 0.929 / 0.976 / 0.929, on the benchmark shapes 0.991-0.993 (docs/performance.md)
-    assert min(rhos) >= 0.9 and np.mean(rhos) >= 0.93
+    # 8 passages: one swap of neighbours costs 0.024 (measured at worst: Qwen3, 0.976 / 1 /
+    # 0.952)
+    assert min(rhos) >= 0.9 and np.mean(rhos) >= 0.95
     assert rr.options.quantize == "int8"
 
 
@@ -181,17 +168,3 @@ def test_int8_refuses_what_it_does_not_run(gemma_dir, bert_dir):
     with pytest.raises(CrossrankError, match="unknown quantize 'int4'") as info:
         family.load(gemma_dir, family.parse_config(raw), runtime)
     assert not isinstance(info.value, ModelLoadError)
-
-
-def test_bf16_attention_only_with_bf16_units(gemma_dir):
-    """low_precision_attention sets bf16 products where the CPU has bf16 units, and leaves
-    fp32 attention on a CPU without them (what CROSSRANK_DISABLE_FEATURES=avx512_bf16,amx
-    measures)."""
-    rr = Reranker(gemma_dir, device="cpu", quantize="int8", show_progress=False)
-    attentions = [layer.self_attn for layer in rr.model.model.layers]
-    for a in attentions:
-        a.products_dtype = None
-    assert low_precision_attention(rr.model, frozenset({"avx2", "avx512_vnni"})) is None
-    assert all(a.products_dtype is None for a in attentions)
-    assert low_precision_attention(rr.model, frozenset({"amx"})) == torch.bfloat16
-    assert all(a.products_dtype == torch.bfloat16 for a in attentions)

@@ -49,8 +49,9 @@ from crossrank.models.weights import weight_files
 logger = logging.getLogger(__name__)
 
 #: bump when the workload, the candidates or the decision rule change (invalidates cached
-#: decisions); 2: the decoders' int8 products
-CALIBRATION_VERSION = 2
+#: decisions); 2: the decoders' int8 products; 3: their rotated down projection and bf16
+#: attention (other speed, other fidelity)
+CALIBRATION_VERSION = 3
 #: a scorer: pairs in, float32 scores out (one per pair)
 Scorer = Callable[[Sequence[tuple[str, str]]], np.ndarray]
 

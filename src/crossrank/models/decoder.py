@@ -233,5 +233,4 @@ def load_decoder_weights(
     model.load_state_dict(state, assign=True, strict=True)
     if int8_weights:
         int8.fuse_projections(model)
-        int8.low_precision_attention(model)
     return model.to(device).eval()

@@ -149,9 +149,6 @@ class Attention(nn.Module):
         self.qkv: nn.Module | None = None
         self.q_norm: RMSNorm | None = None
         self.k_norm: RMSNorm | None = None
-        #: dtype of attention's two products (None: the model's; set by
-        #: :func:`crossrank.models.int8.low_precision_attention`)
-        self.products_dtype: torch.dtype | None = None
         if config.qk_norm:
             self.q_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
             self.k_norm = RMSNorm(d, config.rms_norm_eps, offset_norm)
@@ -236,8 +233,6 @@ class Attention(nn.Module):
         return self.o_proj(out.reshape(out.shape[0], -1))
 
     def _attend(self, q, keys, values, mask):
-        if self.products_dtype is not None:
-            return attend_in(self.products_dtype, q, keys, values, mask, self.head_dim**-0.5)
         return F.scaled_dot_product_attention(
             q,
             keys,
@@ -247,36 +242,6 @@ class Attention(nn.Module):
             scale=self.head_dim**-0.5,
             enable_gqa=self.num_kv != self.num_heads,
         )
-
-
-def attend_in(
-    dtype: torch.dtype,
-    q: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-) -> torch.Tensor:
-    """Attention with its two matrix products in ``dtype`` (bf16) and the softmax in fp32.
-
-    ``q`` ``[b, heads, n, d]``, ``keys`` / ``values`` ``[b, kv, s, d]``, ``mask``
-    ``[b, 1, n, s]`` (True = may attend) or None for causal (``n == s``). The query heads that
-    share a key / value head are stacked, so each product is one batched matrix product per
-    key / value head, as large as the grouping allows (Gemma's 8 heads on 1: one product of
-    ``8 n`` rows). Output in q's dtype."""
-    b, h, n, d = q.shape
-    kv, s = keys.shape[1], keys.shape[2]
-    g = h // kv
-    qs = (q * scale).to(dtype).reshape(b * kv, g * n, d)
-    scores = torch.bmm(qs, keys.to(dtype).reshape(b * kv, s, d).transpose(1, 2))
-    scores = scores.float().view(b, kv, g, n, s)
-    if mask is None:
-        allowed = torch.ones(n, s, dtype=torch.bool, device=q.device).tril()
-    else:
-        allowed = mask[:, :, None]  # [b, 1, 1, n, s]
-    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(dtype)
-    out = torch.bmm(probs.view(b * kv, g * n, s), values.to(dtype).reshape(b * kv, s, d))
-    return out.view(b, h, n, d).to(q.dtype)
 
 
 def _cat(past: torch.Tensor, now: torch.Tensor) -> torch.Tensor:

@@ -7,23 +7,24 @@ an :class:`Int8Linear`:
   the checkpoint streams in (:func:`crossrank.models.decoder.load_decoder_weights`), so no fp32
   copy of them is ever held;
 * activations: int8, one scale per token (row), computed on the fly from that row alone. The
-  MLP's down projection, whose input (``act(gate) * up``) is heavy-tailed (a few large values
-  set the row's scale and the many small ones lose their bits), is rotated first
-  (:data:`ROTATED`): ``x W^T = (x H)(W H)^T`` for the orthonormal block-diagonal
-  Walsh-Hadamard matrix ``H`` (blocks of 16, :func:`hadamard`), which spreads each large value
-  over its block. ``W H`` is quantized once at load; ``x H`` costs four butterfly steps per
-  value, fused by the compiler with the activation before it;
+  MLP's inputs are rotated first (:data:`ROTATED`): ``x W^T = (x H)(W H)^T`` for the
+  orthonormal block-diagonal Walsh-Hadamard matrix ``H`` (blocks of 16, :func:`hadamard`),
+  which spreads each large value over its block, so a few large values no longer set the
+  row's scale while the many small ones lose their bits. The down projection's input
+  (``act(gate) * up``) is the heavy-tailed one; gate / up's is the next largest source of
+  error. ``W H`` is quantized once at load; ``x H`` costs four butterfly steps per value,
+  fused by the compiler with the steps before it;
 * q / k / v and gate / up run as one product each (:func:`fuse_projections`): their common
   input is quantized once;
 * the product: ``torch._int_mm`` (int8 x int8 summed in int32, oneDNN: VNNI / AMX where the CPU
-  has them, AVX2 elsewhere), then scaled back to fp32;
-* attention: its two matrix products in bf16 on a CPU with bf16 units
-  (:func:`low_precision_attention`), fp32 elsewhere.
+  has them, AVX2 elsewhere), then scaled back to fp32.
 
-Measured on a random Gemma-shaped reranker (hidden 512, 6 layers, 2 x 50 debian-ir pairs),
-mean per-query Spearman against fp32: one plain pass everywhere 0.989; the down projection
-rotated 0.994; taking the down projection's rounding residual in a second int8 product (the
-design before the rotation) 0.997, for a fifth more int8 work (docs/notes/llm-cpu.md).
+Measured on a random Gemma-shaped reranker (hidden 512, 6 layers), mean per-query Spearman
+against fp32 on the benchmark's 2 x 50 debian-ir pairs / on ``auto``'s 3 x 16 calibration
+pairs: one plain pass everywhere 0.989 / -; the down projection rotated 0.994 / 0.988; the
+down projection and gate / up rotated 0.993 / 0.997; the earlier design (no rotation, the
+down projection's rounding residual in a second int8 product: a fifth more int8 work) 0.997 /
+0.991 (docs/notes/llm-cpu.md).
 
 The integer sums are exact on every instruction set (checked under an emulated AVX2-only CPU:
 no 16-bit saturation) and each row is quantized alone, so a pair's products do not depend on
@@ -51,8 +52,8 @@ from crossrank.errors import CrossrankError
 
 #: the linear layers of a decoder layer that run in int8 (module names)
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: the targets whose inputs are rotated before they are quantized (heavy-tailed inputs)
-ROTATED = ("down_proj",)
+#: the targets whose inputs are rotated before they are quantized (the MLP's)
+ROTATED = ("gate_proj", "up_proj", "down_proj")
 #: the largest Walsh-Hadamard block of the rotation
 ROTATION_BLOCK = 16
 _TINY = 1e-12
@@ -181,9 +182,11 @@ def replace_linears(model: nn.Module) -> list[str]:
 
 
 def _concat(parts: list[Int8Linear]) -> Int8Linear:
-    """One layer computing ``parts`` side by side (their rows stacked; none rotated)."""
-    assert all(p.rotation == 1 for p in parts)
-    out = Int8Linear(parts[0].in_features, sum(p.out_features for p in parts), False)
+    """One layer computing ``parts`` side by side (their rows stacked; one input, so one
+    rotation)."""
+    rotation = parts[0].rotation
+    assert all(p.rotation == rotation for p in parts)
+    out = Int8Linear(parts[0].in_features, sum(p.out_features for p in parts), False, rotation)
     out.qweight = torch.cat([p.qweight for p in parts])
     out.wscale = torch.cat([p.wscale for p in parts])
     if any(p.bias is not None for p in parts):
@@ -207,27 +210,6 @@ def fuse_projections(model: nn.Module) -> None:
         elif isinstance(mod, MLP) and isinstance(mod.gate_proj, Int8Linear):
             mod.gate_up = _concat([mod.gate_proj, mod.up_proj])
             del mod.gate_proj, mod.up_proj
-
-
-def low_precision_attention(
-    model: nn.Module, features: frozenset[str] | None = None
-) -> torch.dtype | None:
-    """On a CPU with bf16 units (:data:`crossrank.cpu.BF16_UNITS`), every attention of an int8
-    model computes its two matrix products in bf16 (softmax in fp32,
-    :func:`~crossrank.models.decoder_layers.attend_in`); elsewhere it stays fp32. Returns the
-    dtype set (None: unchanged). Measured with the other int8 choices fixed, the two variants
-    alternating in one process (best of 8): Gemma benchmark shape 87.5 -> 91.9 pairs/s,
-    Spearman against fp32 0.9972 -> 0.9961; Qwen3-0.6B shape 6.0 -> 6.5 pairs/s, 0.9925 ->
-    0.991 (docs/notes/llm-cpu.md)."""
-    from crossrank.cpu import BF16_UNITS, cpu_features
-    from crossrank.models.decoder_layers import Attention
-
-    if not BF16_UNITS.intersection(cpu_features() if features is None else features):
-        return None
-    for mod in model.modules():
-        if isinstance(mod, Attention):
-            mod.products_dtype = torch.bfloat16
-    return torch.bfloat16
 
 
 def check_runtime(device: torch.device, dtype: torch.dtype) -> None:
