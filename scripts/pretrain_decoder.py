@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from crossrank import Reranker
-from crossrank.models.decoder_layers import rotary
+from crossrank.models.attention import pack_rows, unpack_rows
+from crossrank.models.decoder_layers import Packing, rotary
 from crossrank.models.weights import write_checkpoint
 
 
@@ -44,10 +45,13 @@ def sequences(tokenizer, data: Path) -> list[list[int]]:
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the real tokens of right-padded ``ids``."""
     b, s = ids.shape
-    x = model.embed(ids)
-    rope = rotary(torch.arange(s).expand(b, s), model.config.head_dim, model.config.rope_theta)
+    packing = Packing.of(mask)  # the layers run on the real tokens, packed
+    x = model.embed(pack_rows(ids.reshape(-1), packing.index))
+    positions = pack_rows(torch.arange(s).expand(b, s).reshape(-1), packing.index)
+    rope = rotary(positions, model.config.head_dim, model.config.rope_theta)
     for layer in model.model.layers:
-        x, _, _ = layer(x, rope)
+        x, _, _ = layer(x, rope, packing)
+    x = unpack_rows(x, packing.index, b * s).view(b, s, -1)
     logits = model.model.norm(x)[:, :-1] @ model.model.embed_tokens.weight.T
     target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
