@@ -1,8 +1,7 @@
 """The decoders' int8 products (``quantize="int8"``, crossrank.models.int8): exact integer sums,
 rows quantized alone, the Hadamard rotation of the MLP's inputs, loading without fp32 weights,
 and scores close to fp32 for every decoder family. In the isa set: run under an emulated
-AVX2-only CPU too
-(scripts/test-isa.sh), where oneDNN takes its non-VNNI int8 kernels."""
+AVX2-only CPU too (scripts/test-isa.sh), where oneDNN takes its non-VNNI int8 kernels."""
 
 from __future__ import annotations
 
