@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from crossrank import Reranker
-from crossrank.models.attention import pack_rows, unpack_rows
-from crossrank.models.decoder_layers import Packing, rotary
+from crossrank.models.attention import unpack_rows
 from crossrank.models.weights import write_checkpoint
 
 
@@ -45,10 +44,8 @@ def sequences(tokenizer, data: Path) -> list[list[int]]:
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the real tokens of right-padded ``ids``."""
     b, s = ids.shape
-    packing = Packing.of(mask)  # the layers run on the real tokens, packed
-    x = model.embed(pack_rows(ids.reshape(-1), packing.index))
-    positions = pack_rows(torch.arange(s).expand(b, s).reshape(-1), packing.index)
-    rope = rotary(positions, model.config.head_dim, model.config.rope_theta)
+    # the layers run on the real tokens, packed
+    packing, x, rope = model.packed_inputs(ids, mask, torch.arange(s).expand(b, s))
     for layer in model.model.layers:
         x, _, _ = layer(x, rope, packing)
     x = unpack_rows(x, packing.index, b * s).view(b, s, -1)

@@ -79,16 +79,24 @@ class DecoderLM(nn.Module):
     def _rope(self, positions: torch.Tensor):
         return rotary(positions, self.config.head_dim, self.config.rope_theta)
 
+    def packed_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[Packing, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """What the layers take for a right-padded batch: its
+        :class:`~crossrank.models.decoder_layers.Packing`, the real tokens' embeddings
+        ``[tokens, h]`` and their rotary cos / sin ``[tokens, d]`` (``positions``: ``[b, s]``)."""
+        packing = Packing.of(attention_mask)
+        x = self.embed(pack_rows(input_ids.reshape(-1), packing.index))
+        return packing, x, self._rope(pack_rows(positions.reshape(-1), packing.index))
+
     @torch.no_grad()
     def prefix_cache(
         self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, n_layers: int | None = None
     ) -> PrefixCache:
         """Keys / values of right-padded prefixes ``[n, P]`` through the first ``n_layers``."""
-        packing = Packing.of(prefix_mask)
-        x = self.embed(pack_rows(prefix_ids.reshape(-1), packing.index))
         n, p = prefix_ids.shape
-        positions = torch.arange(p, device=x.device).expand(n, p)
-        rope = self._rope(pack_rows(positions.reshape(-1), packing.index))
+        positions = torch.arange(p, device=prefix_ids.device).expand(n, p)
+        packing, x, rope = self.packed_inputs(prefix_ids, prefix_mask, positions)
         keys, values = [], []
         layers = self.model.layers[: n_layers or len(self.model.layers)]
         for i, layer in enumerate(layers):
@@ -120,9 +128,7 @@ class DecoderLM(nn.Module):
         lengths = attention_mask.sum(dim=1)
         last = lengths - 1  # in the padded rows
         last_packed = torch.cumsum(lengths, 0) - 1  # in the packed tokens
-        packing = Packing.of(attention_mask)
-        x = self.embed(pack_rows(input_ids.reshape(-1), packing.index))
-        steps = torch.arange(s, device=x.device)
+        steps = torch.arange(s, device=input_ids.device)
         mask = None
         if prefix is None:
             positions = steps.expand(b, s)
@@ -130,12 +136,12 @@ class DecoderLM(nn.Module):
             plen = prefix.lengths.index_select(0, prefix_index)  # [b]
             positions = plen[:, None] + steps[None, :]
             pmax = prefix.keys[0].shape[2]
-            in_prefix = torch.arange(pmax, device=x.device)[None, :] < plen[:, None]  # [b, P]
+            in_prefix = torch.arange(pmax, device=steps.device)[None, :] < plen[:, None]  # [b, P]
             causal = steps[None, :] <= steps[:, None]  # [s, s]
             mask = torch.cat(
                 (in_prefix[:, None, :].expand(b, s, pmax), causal.expand(b, s, s)), dim=2
             )[:, None]
-        rope = self._rope(pack_rows(positions.reshape(-1), packing.index))
+        packing, x, rope = self.packed_inputs(input_ids, attention_mask, positions)
         wanted, stop = set(layers), max(layers)
         out: dict[int, torch.Tensor] = {}
         if 0 in wanted:
