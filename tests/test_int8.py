@@ -72,19 +72,21 @@ def test_each_row_is_quantized_alone():
         assert torch.equal(lin(x[5:20]), full[5:20])
 
 
-def test_hadamard_is_orthonormal_and_blockwise():
-    """The rotation is the orthonormal block-diagonal Walsh-Hadamard matrix: its own inverse,
-    norm-preserving, each block of the input mixed with itself only."""
+def test_hadamard_is_orthonormal_and_mixes_strided_groups():
+    """The rotation is an orthonormal Walsh-Hadamard matrix: its own inverse, norm-preserving,
+    each value mixed with the ``block - 1`` others ``n / block`` apart only, all with weight
+    ``block ** -0.5``."""
     torch.manual_seed(1)
     x = torch.randn(5, 96, dtype=torch.float64)
     for block in (2, 4, 16, 32):
         y = hadamard(x, block)
         torch.testing.assert_close(hadamard(y, block), x)
         torch.testing.assert_close(y.norm(dim=1), x.norm(dim=1))
-    eye = torch.eye(32, dtype=torch.float64)
-    h = hadamard(eye, 16)
-    assert torch.count_nonzero(h[:16, 16:]) == 0 and torch.count_nonzero(h[16:, :16]) == 0
-    torch.testing.assert_close(h[:16, :16].abs(), torch.full((16, 16), 0.25, dtype=torch.float64))
+    h = hadamard(torch.eye(32, dtype=torch.float64), 16)  # groups: values 2 apart
+    same_group = torch.arange(32)[:, None] % 2 == torch.arange(32)[None, :] % 2
+    assert torch.count_nonzero(h[~same_group]) == 0
+    torch.testing.assert_close(h[same_group].abs(), torch.full((512,), 0.25, dtype=torch.float64))
+    torch.testing.assert_close(h, h.T)
     assert [rotation_block(n) for n in (2048, 96, 40, 7)] == [16, 16, 8, 1]
 
 
