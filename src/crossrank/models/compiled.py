@@ -11,7 +11,8 @@ path is compiled, and never the exact fp32 path.
 It needs a C++ compiler (``g++`` / ``c++`` / ``clang++``, or ``$CXX``): without one the layers
 run as they are. The first use of a model shape compiles for tens of seconds; PyTorch caches
 the result on disk (``$TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``), so
-later processes start in seconds. ``CROSSRANK_COMPILE=0`` turns it off.
+later processes start in seconds. The same compiler builds the int8 MLP's C++ loop
+(:mod:`crossrank.models.int8_kernel`). ``CROSSRANK_COMPILE=0`` turns both off.
 """
 
 from __future__ import annotations

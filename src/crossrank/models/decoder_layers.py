@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossrank.errors import UnsupportedModelError
+from crossrank.models import int8
 from crossrank.models.attention import pack_rows, unpack_rows
 
 if TYPE_CHECKING:
@@ -257,15 +258,16 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(f, h, bias=False)
         self.hidden_act = config.hidden_act
         self.act = activation(config.hidden_act)
-        #: gate / up as one product (set by :func:`crossrank.models.int8.fuse_projections`,
-        #: which removes the two)
+        #: gate / up as one int8 product (set by :func:`crossrank.models.int8.fuse_projections`,
+        #: which removes the two), and the compiled step between it and the down projection
+        #: (:func:`crossrank.models.int8_kernel.operator`; None: tensor operations)
         self.gate_up: nn.Module | None = None
+        self.glu_op = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up is None:
             return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down_proj(self.act(gate) * up)
+        return int8.gated_mlp(self, x)
 
 
 class DecoderLayer(nn.Module):

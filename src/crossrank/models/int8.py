@@ -46,10 +46,16 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from crossrank.errors import CrossrankError
+from crossrank.models import int8_kernel
+
+if TYPE_CHECKING:
+    from crossrank.models.decoder_layers import MLP
 
 #: the linear layers of a decoder layer that run in int8 (module names)
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -94,6 +100,17 @@ def hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
                 parts[i], parts[i + step] = a + b, a - b
         step *= 2
     return torch.stack(parts, 1).reshape(shape) * block**-0.5
+
+
+def quantize_rows(rows: torch.Tensor, rotation: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 ``[n, k]`` and fp32 scales ``[n, 1]`` of float ``rows`` ``[n, k]``, each row alone
+    (symmetric, ``max |x| -> 127``); with ``rotation`` > 1, of the rows times the
+    Walsh-Hadamard matrix (:func:`hadamard`)."""
+    rows = rows.float()
+    if rotation > 1:
+        rows = hadamard(rows, rotation)
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY).div_(127.0)
+    return torch.round(rows / scale).to(torch.int8), scale
 
 
 def quantize_weight(weight: torch.Tensor, rotation: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,15 +158,25 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        rows = x.reshape(-1, self.in_features).float()
-        if self.rotation > 1:
-            rows = hadamard(rows, self.rotation)
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY).div_(127.0)
-        q = torch.round(rows / scale).to(torch.int8)
-        out = torch._int_mm(q, self.qweight.t()).float().mul_(scale).mul_(self.wscale)
+        sums, scale = self.int_sums(x.reshape(-1, self.in_features))
+        return self.dequantize(sums, scale).view(*lead, self.out_features)
+
+    def int_sums(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """int32 sums ``[n, out]`` of float ``rows`` ``[n, in]``, and the rows' scales."""
+        q, scale = quantize_rows(rows, self.rotation)
+        return torch._int_mm(q, self.qweight.t()), scale
+
+    def from_int8(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """fp32 output ``[n, out]`` of rows already quantized (:func:`quantize_rows`, with
+        this layer's rotation)."""
+        return self.dequantize(torch._int_mm(q, self.qweight.t()), scale)
+
+    def dequantize(self, sums: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """int32 sums ``[n, out]`` and row scales ``[n, 1]`` -> fp32 output (plus bias)."""
+        out = sums.float().mul_(scale).mul_(self.wscale)
         if self.bias is not None:
             out.add_(self.bias)
-        return out.view(*lead, self.out_features)
+        return out
 
     def extra_repr(self) -> str:
         return (
@@ -218,6 +245,29 @@ def fuse_projections(model: nn.Module) -> None:
         elif isinstance(mod, MLP) and isinstance(mod.gate_proj, Int8Linear):
             mod.gate_up = _concat([mod.gate_proj, mod.up_proj])
             del mod.gate_proj, mod.up_proj
+            no_bias = mod.gate_up.bias is None
+            mod.glu_op = int8_kernel.operator(mod.hidden_act) if no_bias else None
+
+
+def gated_mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
+    """``down(act(gate(x)) * up(x))`` of an MLP whose gate / up is one int8 product (after
+    :func:`fuse_projections`); the step between the two products by the compiled loop
+    (:func:`crossrank.models.int8_kernel.operator`) where it runs, else by tensor operations."""
+    gate_up, down = mlp.gate_up, mlp.down_proj
+    assert isinstance(gate_up, Int8Linear) and isinstance(down, Int8Linear)
+    lead = x.shape[:-1]
+    sums, scale = gate_up.int_sums(x.reshape(-1, gate_up.in_features))
+    if mlp.glu_op is not None:
+        code = int8_kernel.ACTIVATIONS[mlp.hidden_act]
+        q, qscale = mlp.glu_op(sums, scale, gate_up.wscale, code, down.rotation)
+    elif gate_up.bias is None:
+        q, qscale = int8_kernel.glu_quantize_reference(
+            sums, scale, gate_up.wscale, mlp.hidden_act, down.rotation
+        )
+    else:
+        gate, up = gate_up.dequantize(sums, scale).chunk(2, dim=-1)
+        q, qscale = quantize_rows(mlp.act(gate) * up, down.rotation)
+    return down.from_int8(q, qscale).view(*lead, down.out_features)
 
 
 def check_runtime(device: torch.device, dtype: torch.dtype) -> None:
