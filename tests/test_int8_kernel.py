@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from crossrank.models import compiled, int8_kernel
-from crossrank.models.int8_kernel import ACTIVATIONS, glu_quantize_reference, operator
+from crossrank.models.int8 import glu_quantize_reference
+from crossrank.models.int8_kernel import ACTIVATIONS, operator
 
 pytestmark = pytest.mark.isa
 

@@ -14,6 +14,7 @@ key mask is needed and the padded rows' outputs are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -21,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossrank.errors import UnsupportedModelError
-from crossrank.models import int8
 from crossrank.models.attention import pack_rows, unpack_rows
 
 if TYPE_CHECKING:
@@ -258,16 +258,17 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(f, h, bias=False)
         self.hidden_act = config.hidden_act
         self.act = activation(config.hidden_act)
-        #: gate / up as one int8 product (set by :func:`crossrank.models.int8.fuse_projections`,
-        #: which removes the two), and the compiled step between it and the down projection
-        #: (:func:`crossrank.models.int8_kernel.operator`; None: tensor operations)
+        #: gate / up as one int8 product, the forward pass that uses it and the compiled step
+        #: between the two products (all set by :func:`crossrank.models.int8.fuse_projections`,
+        #: which removes gate / up; ``glu_op`` None: tensor operations)
         self.gate_up: nn.Module | None = None
-        self.glu_op = None
+        self.fused_forward: Callable[[MLP, torch.Tensor], torch.Tensor] | None = None
+        self.glu_op: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate_up is None:
+        if self.fused_forward is None:
             return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        return int8.gated_mlp(self, x)
+        return self.fused_forward(self, x)
 
 
 class DecoderLayer(nn.Module):

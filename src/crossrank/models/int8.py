@@ -247,6 +247,7 @@ def fuse_projections(model: nn.Module) -> None:
             del mod.gate_proj, mod.up_proj
             no_bias = mod.gate_up.bias is None
             mod.glu_op = int8_kernel.operator(mod.hidden_act) if no_bias else None
+            mod.fused_forward = gated_mlp
 
 
 def gated_mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
@@ -261,13 +262,26 @@ def gated_mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
         code = int8_kernel.ACTIVATIONS[mlp.hidden_act]
         q, qscale = mlp.glu_op(sums, scale, gate_up.wscale, code, down.rotation)
     elif gate_up.bias is None:
-        q, qscale = int8_kernel.glu_quantize_reference(
+        q, qscale = glu_quantize_reference(
             sums, scale, gate_up.wscale, mlp.hidden_act, down.rotation
         )
     else:
         gate, up = gate_up.dequantize(sums, scale).chunk(2, dim=-1)
         q, qscale = quantize_rows(mlp.act(gate) * up, down.rotation)
     return down.from_int8(q, qscale).view(*lead, down.out_features)
+
+
+def glu_quantize_reference(
+    sums: torch.Tensor, xscale: torch.Tensor, wscale: torch.Tensor, hidden_act: str, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step between the MLP's two products as tensor operations: ``sums`` int32
+    ``[rows, 2n]`` (gate | up), ``xscale`` ``[rows, 1]``, ``wscale`` ``[2n]`` -> int8
+    ``[rows, n]`` and scales ``[rows, 1]`` of ``hadamard(act(gate) * up, block)``
+    (:mod:`crossrank.models.int8_kernel` computes the same in one loop)."""
+    from crossrank.models.decoder_layers import activation
+
+    gate, up = (sums.float() * xscale * wscale).chunk(2, dim=-1)
+    return quantize_rows(activation(hidden_act, compiled=True)(gate) * up, block)
 
 
 def check_runtime(device: torch.device, dtype: torch.dtype) -> None:

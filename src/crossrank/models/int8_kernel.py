@@ -16,7 +16,8 @@ The source below is compiled once per CPU class with the C++ compiler ``torch.co
 and cached in ``$CROSSRANK_CACHE/kernels``. Rows are split between the threads of torch's own
 OpenMP pool (the loop links the ``libgomp`` torch has loaded). Without a compiler, with
 ``CROSSRANK_COMPILE=0``, or on a torch without ``torch.library.custom_op``, the same step runs
-as tensor operations (:func:`glu_quantize_reference`), which the tests compare it with.
+as tensor operations (:func:`crossrank.models.int8.glu_quantize_reference`), which the tests
+compare it with.
 
 Every row is computed alone, so a pair's values never depend on its batch.
 """
@@ -220,7 +221,8 @@ _op: list = []  # the registered operator, once
 def operator(hidden_act: str):
     """The compiled loop as the operator ``crossrank::glu_rotate_quantize(sums, xscale, wscale,
     act, block)`` (opaque to ``torch.compile``; the arguments and result of
-    :func:`glu_quantize_reference`, ``act`` the code of :data:`ACTIVATIONS`), or None where the
+    :func:`crossrank.models.int8.glu_quantize_reference`, ``act`` the code of
+    :data:`ACTIVATIONS`), or None where the
     loop cannot run here or does not compute ``hidden_act``. Resolve it once, at load: the
     call builds the loop on first use."""
     from crossrank.models import compiled
@@ -245,16 +247,3 @@ def operator(hidden_act: str):
 
             _op.append(torch.ops.crossrank.glu_rotate_quantize.default)
         return _op[0]
-
-
-def glu_quantize_reference(
-    sums: torch.Tensor, xscale: torch.Tensor, wscale: torch.Tensor, hidden_act: str, block: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step as tensor operations: ``sums`` int32 ``[rows, 2n]`` (gate | up), ``xscale``
-    ``[rows, 1]``, ``wscale`` ``[2n]`` -> int8 ``[rows, n]`` and scales ``[rows, 1]`` of
-    ``hadamard(act(gate) * up, block)``."""
-    from crossrank.models.decoder_layers import activation
-    from crossrank.models.int8 import quantize_rows
-
-    gate, up = (sums.float() * xscale * wscale).chunk(2, dim=-1)
-    return quantize_rows(activation(hidden_act, compiled=True)(gate) * up, block)
