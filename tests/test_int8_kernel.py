@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from crossrank.models import compiled, int8_kernel
+from crossrank.models.decoder_layers import activation
 from crossrank.models.int8 import glu_quantize_reference
 from crossrank.models.int8_kernel import ACTIVATIONS, operator
 
@@ -44,7 +45,9 @@ def test_loop_equals_the_tensor_operations(act, block):
     assert op is not None, "a C++ compiler is installed, yet the loop was not built"
     sums, xscale, wscale = _inputs(300, 2048)
     q, scale = op(sums, xscale, wscale, ACTIVATIONS[act], block)
-    ref_q, ref_scale = glu_quantize_reference(sums, xscale, wscale, act, block)
+    ref_q, ref_scale = glu_quantize_reference(
+        sums, xscale, wscale, activation(act, compiled=True), block
+    )
     assert q.dtype == torch.int8 and q.shape == ref_q.shape == (300, 2048)
     torch.testing.assert_close(scale, ref_scale, rtol=1e-6, atol=0)
     diff = (q.int() - ref_q.int()).abs()

@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -261,27 +262,30 @@ def gated_mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     if mlp.glu_op is not None:
         code = int8_kernel.ACTIVATIONS[mlp.hidden_act]
         q, qscale = mlp.glu_op(sums, scale, gate_up.wscale, code, down.rotation)
-    elif gate_up.bias is None:
-        q, qscale = glu_quantize_reference(
-            sums, scale, gate_up.wscale, mlp.hidden_act, down.rotation
-        )
     else:
-        gate, up = gate_up.dequantize(sums, scale).chunk(2, dim=-1)
-        q, qscale = quantize_rows(mlp.act(gate) * up, down.rotation)
+        q, qscale = glu_quantize_reference(
+            sums, scale, gate_up.wscale, mlp.act, down.rotation, gate_up.bias
+        )
     return down.from_int8(q, qscale).view(*lead, down.out_features)
 
 
 def glu_quantize_reference(
-    sums: torch.Tensor, xscale: torch.Tensor, wscale: torch.Tensor, hidden_act: str, block: int
+    sums: torch.Tensor,
+    xscale: torch.Tensor,
+    wscale: torch.Tensor,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    block: int,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The step between the MLP's two products as tensor operations: ``sums`` int32
-    ``[rows, 2n]`` (gate | up), ``xscale`` ``[rows, 1]``, ``wscale`` ``[2n]`` -> int8
-    ``[rows, n]`` and scales ``[rows, 1]`` of ``hadamard(act(gate) * up, block)``
+    ``[rows, 2n]`` (gate | up), ``xscale`` ``[rows, 1]``, ``wscale`` ``[2n]`` (and ``bias``)
+    -> int8 ``[rows, n]`` and scales ``[rows, 1]`` of ``hadamard(act(gate) * up, block)``
     (:mod:`crossrank.models.int8_kernel` computes the same in one loop)."""
-    from crossrank.models.decoder_layers import activation
-
-    gate, up = (sums.float() * xscale * wscale).chunk(2, dim=-1)
-    return quantize_rows(activation(hidden_act, compiled=True)(gate) * up, block)
+    x = sums.float().mul_(xscale).mul_(wscale)
+    if bias is not None:
+        x.add_(bias)
+    gate, up = x.chunk(2, dim=-1)
+    return quantize_rows(act(gate) * up, block)
 
 
 def check_runtime(device: torch.device, dtype: torch.dtype) -> None:

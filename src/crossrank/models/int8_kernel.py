@@ -14,7 +14,8 @@ The source below is compiled once per CPU class with the C++ compiler ``torch.co
 (:func:`crossrank.models.compiled.cpp_compiler`), for the vector instructions CPUID reports
 (:func:`crossrank.cpu.cpu_features`: AVX-512, else AVX2 + FMA, else the compiler's default),
 and cached in ``$CROSSRANK_CACHE/kernels``. Rows are split between the threads of torch's own
-OpenMP pool (the loop links the ``libgomp`` torch has loaded). Without a compiler, with
+OpenMP pool (the loop links ``libgomp``, which is the one torch has loaded where torch uses
+GNU OpenMP, as its Linux wheels do). Without a compiler, with
 ``CROSSRANK_COMPILE=0``, or on a torch without ``torch.library.custom_op``, the same step runs
 as tensor operations (:func:`crossrank.models.int8.glu_quantize_reference`), which the tests
 compare it with.
@@ -29,6 +30,7 @@ import hashlib
 import logging
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,17 +67,24 @@ static inline float exp_poly(float x) {
 }
 
 // rows x [gate | up] int32 sums -> rows x n int8 and one scale per row, rows split between
-// the OpenMP threads (torch's own pool: the same libgomp)
-extern "C" void glu_rotate_quantize(
+// the OpenMP threads (torch's own pool: the same libgomp); returns 1 when a thread could not
+// allocate its row buffer (nothing is then trustworthy), else 0
+extern "C" int glu_rotate_quantize(
         const int32_t* sums, const float* xscale, const float* wscale, int64_t rows,
         int64_t n, int64_t act, int64_t block, int8_t* q, float* qscale) {
     const int64_t m = n / block;
     const float norm = 1.0f / sqrtf((float)block);
+    int failed = 0;
     #pragma omp parallel if (rows >= 128)
     {
     float* work = (float*)malloc(n * sizeof(float));
+    if (work == NULL) {
+        #pragma omp atomic write
+        failed = 1;
+    }
     #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
+        if (work == NULL) continue;
         const int32_t* g = sums + r * 2 * n;
         const int32_t* u = g + n;
         const float s = xscale[r];
@@ -123,6 +132,7 @@ extern "C" void glu_rotate_quantize(
     }
     free(work);
     }
+    return failed;
 }
 """
 
@@ -180,7 +190,7 @@ def _build() -> object | None:
         )
         return None
     fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
-    fn.restype = None
+    fn.restype = ctypes.c_int
     logger.debug("int8 MLP loop: %s", target)
     return fn
 
@@ -198,10 +208,12 @@ def _run(
     fn = _function()
     assert fn is not None
     rows, n = sums.shape[0], sums.shape[1] // 2
+    assert sums.dtype == torch.int32 and xscale.dtype == wscale.dtype == torch.float32
+    assert xscale.numel() == rows and wscale.numel() == 2 * n and n % block == 0
     sums, xscale, wscale = sums.contiguous(), xscale.contiguous(), wscale.contiguous()
     q = torch.empty(rows, n, dtype=torch.int8)
     scale = torch.empty(rows, 1)
-    fn(  # type: ignore[operator]
+    failed = fn(  # type: ignore[operator]
         sums.data_ptr(),
         xscale.data_ptr(),
         wscale.data_ptr(),
@@ -212,19 +224,20 @@ def _run(
         q.data_ptr(),
         scale.data_ptr(),
     )
+    if failed:
+        raise MemoryError(f"the int8 MLP loop could not allocate a row buffer of {n} floats")
     return q, scale
 
 
 _op: list = []  # the registered operator, once
 
 
-def operator(hidden_act: str):
+def operator(hidden_act: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
     """The compiled loop as the operator ``crossrank::glu_rotate_quantize(sums, xscale, wscale,
     act, block)`` (opaque to ``torch.compile``; the arguments and result of
     :func:`crossrank.models.int8.glu_quantize_reference`, ``act`` the code of
-    :data:`ACTIVATIONS`), or None where the
-    loop cannot run here or does not compute ``hidden_act``. Resolve it once, at load: the
-    call builds the loop on first use."""
+    :data:`ACTIVATIONS`), or None where the loop cannot run here or does not compute
+    ``hidden_act``. Resolve it once, at load: the first call builds the loop."""
     from crossrank.models import compiled
 
     if hidden_act not in ACTIVATIONS or not compiled.enabled() or _function() is None:
