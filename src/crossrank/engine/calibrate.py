@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: bump when the workload, the candidates or the decision rule change (invalidates cached
 #: decisions); 2: the decoders' int8 products; 3: their rotated down projection and bf16
-#: attention (other speed, other fidelity); 4: the rotation over strided groups
+#: attention (other speed, other fidelity); 4: the rotation over strided groups and the
+#: MLP's C++ loop
 CALIBRATION_VERSION = 4
 #: a scorer: pairs in, float32 scores out (one per pair)
 Scorer = Callable[[Sequence[tuple[str, str]]], np.ndarray]
