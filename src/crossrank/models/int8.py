@@ -13,7 +13,8 @@ an :class:`Int8Linear`:
   row's scale while the many small ones lose their bits. The down projection's input
   (``act(gate) * up``) is the heavy-tailed one; gate / up's is the next largest source of
   error. ``W H`` is quantized once at load; ``x H`` costs four butterfly additions per value,
-  fused by the compiler with the steps before it;
+  fused with the steps before it (by the compiler, or in the MLP's C++ loop:
+  :mod:`crossrank.models.int8_kernel`);
 * q / k / v and gate / up run as one product each (:func:`fuse_projections`): their common
   input is quantized once;
 * the product: ``torch._int_mm`` (int8 x int8 summed in int32, oneDNN: VNNI / AMX where the CPU
@@ -29,7 +30,7 @@ product: a fifth more int8 work) 0.997 / 0.991 (docs/notes/llm-cpu.md).
 
 The integer sums are exact on every instruction set (checked under an emulated AVX2-only CPU:
 no 16-bit saturation) and each row is quantized alone, so a pair's products do not depend on
-the other pairs of its batch. Embeddings, norms, the softmax and the scoring rows stay fp32.
+the other pairs of its batch. Embeddings, norms, attention and the scoring rows stay fp32.
 
 How faithful this is depends on the model (activation outliers hurt per-token int8), so
 ``backend="auto"`` picks it only after measuring it on the model being run
@@ -239,6 +240,7 @@ def fuse_projections(model: nn.Module) -> None:
     alone, so the fused outputs equal the separate ones bitwise."""
     from crossrank.models.decoder_layers import MLP, Attention
 
+    operators: dict[str, object] = {}  # the MLP loop's operator, resolved once per activation
     for mod in model.modules():
         if isinstance(mod, Attention) and isinstance(mod.q_proj, Int8Linear):
             mod.qkv = _concat([mod.q_proj, mod.k_proj, mod.v_proj])
@@ -246,8 +248,9 @@ def fuse_projections(model: nn.Module) -> None:
         elif isinstance(mod, MLP) and isinstance(mod.gate_proj, Int8Linear):
             mod.gate_up = _concat([mod.gate_proj, mod.up_proj])
             del mod.gate_proj, mod.up_proj
-            no_bias = mod.gate_up.bias is None
-            mod.glu_op = int8_kernel.operator(mod.hidden_act) if no_bias else None
+            if mod.hidden_act not in operators:
+                operators[mod.hidden_act] = int8_kernel.operator(mod.hidden_act)
+            mod.glu_op = operators[mod.hidden_act] if mod.gate_up.bias is None else None
             mod.fused_forward = gated_mlp
 
 
