@@ -1,28 +1,10 @@
-"""The decoder layers' pieces (crossrank.models.decoder_layers): GELU-tanh in its compiled form
-and the packing of a padded batch."""
+"""The decoder layers' pieces (crossrank.models.decoder_layers): the packing of a padded batch."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from crossrank.models.decoder_layers import (
-    Packing,
-    activation,
-    from_heads,
-    gelu_tanh_by_exp,
-    to_heads,
-)
-
-
-def test_gelu_by_exp_is_gelu_tanh():
-    x = torch.cat((torch.linspace(-12, 12, 100_001), torch.tensor([-1e4, -90.0, 90.0, 1e4])))
-    ref = F.gelu(x.double(), approximate="tanh")
-    got = gelu_tanh_by_exp(x).double()
-    assert torch.isfinite(got).all()
-    assert (got - ref).abs().max() < 2e-6
-    assert activation("gelu_pytorch_tanh", compiled=True) is gelu_tanh_by_exp
-    assert activation("silu", compiled=True) is activation("silu")
+from crossrank.models.decoder_layers import Packing, from_heads, to_heads
 
 
 def test_packing_round_trip():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crossrank.models import compiled, int8_kernel
-from crossrank.models.decoder_layers import activation
+from crossrank.models.activations import activation
 from crossrank.models.int8 import glu_quantize_reference
 from crossrank.models.int8_kernel import ACTIVATIONS, operator
 

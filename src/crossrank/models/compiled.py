@@ -49,7 +49,7 @@ def compile_layers(layers: nn.ModuleList) -> bool:
     """Compile each :class:`~crossrank.models.decoder_layers.DecoderLayer`'s ``forward``
     (dynamic shapes: one graph for every batch and length) when :func:`enabled`, with the
     MLP's activation in the form that compiles fastest; True when it did."""
-    from crossrank.models.decoder_layers import activation
+    from crossrank.models.activations import activation
 
     if not enabled():
         return False

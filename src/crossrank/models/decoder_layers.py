@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossrank.errors import UnsupportedModelError
+from crossrank.models.activations import activation
 from crossrank.models.attention import pack_rows, unpack_rows
 
 if TYPE_CHECKING:
@@ -69,31 +69,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fp32: bo
     half = y.shape[-1] // 2
     rot = torch.cat((-y[..., half:], y[..., :half]), dim=-1)
     return (y * cos + rot * sin).to(x.dtype)
-
-
-def gelu_tanh_by_exp(x: torch.Tensor) -> torch.Tensor:
-    """GELU's tanh form written with one ``exp``: ``0.5 x (1 + tanh(z)) = x / (1 + exp(-2z))``.
-
-    The same function as ``F.gelu(x, approximate="tanh")`` (5e-7 apart at most against fp64,
-    as ``F.gelu`` itself; the tests bound it by 2e-6), for compiled layers: the
-    compiler's vectorised ``exp`` costs about a third of its ``tanh`` (Gemma shape, int8:
-    the kernel holding the activation went from 1.5 to 0.8 ns per element on 2 cores)."""
-    z = x + 0.044715 * x * x * x
-    return x / (1.0 + torch.exp(-1.5957691216057308 * z))
-
-
-def activation(name: str, compiled: bool = False):
-    """The MLP's activation ``name``; ``compiled``: the form that compiles fastest (only
-    GELU-tanh differs, see :func:`gelu_tanh_by_exp`)."""
-    if name in ("gelu_pytorch_tanh", "gelu_new"):
-        if compiled:
-            return gelu_tanh_by_exp
-        return lambda x: F.gelu(x, approximate="tanh")
-    if name in ("silu", "swish"):
-        return F.silu
-    if name == "gelu":
-        return F.gelu
-    raise UnsupportedModelError(f"hidden activation {name!r} is not supported")
 
 
 class Packing(NamedTuple):

@@ -17,23 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossrank.config import EncoderConfig
+from crossrank.models.activations import activation
 from crossrank.models.attention import VarlenKernel, pack_rows, select_kernel, unpack_rows
 from crossrank.models.dropout import Dropout, dropout
-
-
-def activation(name: str):
-    """The activation function named by ``hidden_act`` in config.json."""
-    if name == "gelu":
-        return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    if name == "relu":
-        return F.relu
-    if name in ("silu", "swish"):
-        return F.silu
-    if name == "tanh":
-        return torch.tanh
-    raise ValueError(f"unsupported activation {name!r}")
 
 
 def position_ids_for(config: EncoderConfig, attention_mask: torch.Tensor) -> torch.Tensor:
