@@ -290,3 +290,47 @@ def test_cli_backend_options(bert_dir, tmp_path, onnx_cache):
         outs[name] = [json.loads(line)["score"] for line in proc.stdout.splitlines()]
     np.testing.assert_allclose(outs["onnx"], outs["torch"], atol=1e-4, rtol=0)
     assert any((onnx_cache / "onnx").iterdir())
+
+
+def test_int8_is_quantized_from_the_fp32_entry(bert_dir, onnx_cache, tmp_path, monkeypatch, caplog):
+    """With the fp32 entry in the cache (backend='auto' builds it first), int8 quantizes that
+    export instead of exporting again, and gives the model an export from scratch gives."""
+    import logging
+
+    fp32 = Reranker(bert_dir, device="cpu", backend="onnx").backend.path
+    with caplog.at_level(logging.INFO, logger="crossrank.engine.onnx_cache"):
+        q = Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8")
+    assert "quantizing the fp32 export of" in caplog.text and "exporting" not in caplog.text
+    meta = json.loads((q.backend.path.parent / "meta.json").read_text())
+    assert meta["quantized_from"] == str(fp32)
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path / "fresh"))  # no fp32 entry there
+    scratch = Reranker(bert_dir, device="cpu", backend="onnx", quantize="int8")
+    assert (
+        json.loads((scratch.backend.path.parent / "meta.json").read_text())["quantized_from"]
+        is None
+    )
+    assert scratch.backend.path.read_bytes() == q.backend.path.read_bytes()
+    np.testing.assert_array_equal(q.compute_score(PAIRS), scratch.compute_score(PAIRS))
+
+
+def test_quantize_a_model_whose_weights_are_in_a_separate_file(bert_dir, tmp_path):
+    """Over 2 GB an export keeps its weights beside the graph, in a file of any name (the
+    fp32 entry's is the optimiser's): int8 finds them and gives the same model."""
+    import onnx
+
+    from crossrank.engine.onnx_quantize import external_data, quantize_int8
+
+    fp32 = Reranker(bert_dir, device="cpu", backend="onnx").backend.path
+    split = tmp_path / "split"
+    split.mkdir()
+    onnx.save(onnx.load(str(fp32)), str(split / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)  # fmt: skip
+    assert external_data(split / "model.onnx") and not external_data(fp32)
+    quantize_int8(split / "model.onnx", tmp_path / "from-split.onnx")
+    quantize_int8(fp32, tmp_path / "from-inline.onnx")
+    a = onnx.load(str(tmp_path / "from-split.onnx"))
+    b = onnx.load(str(tmp_path / "from-inline.onnx"))
+    assert a.graph.node == b.graph.node
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {
+        t.name: t.raw_data for t in b.graph.initializer
+    }

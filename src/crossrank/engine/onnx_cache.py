@@ -53,12 +53,21 @@ def variant(quantize: str | None, scheme: str | None = None) -> str:
     return f"{quantize}-{scheme or int8_scheme()}"
 
 
-def cache_key(model_dir: Path, quantize: str | None, scheme: str | None = None) -> str:
+def cache_key(
+    model_dir: Path,
+    quantize: str | None,
+    scheme: str | None = None,
+    *,
+    checkpoint: str | None = None,
+) -> str:
+    """The entry's directory name; ``checkpoint``: :func:`checkpoint_hash` of ``model_dir``
+    when the caller has it already (hashing reads every weight file)."""
     import onnxruntime
 
     kind = variant(quantize, scheme)
     options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{kind}"
-    digest = hashlib.sha256(f"{checkpoint_hash(model_dir)}|{options}".encode()).hexdigest()
+    checkpoint = checkpoint or checkpoint_hash(model_dir)
+    digest = hashlib.sha256(f"{checkpoint}|{options}".encode()).hexdigest()
     return f"{digest[:24]}-{kind}"
 
 
@@ -85,20 +94,37 @@ def cached_model(
     quantize: str | None,
 ) -> Path:
     """The cached ONNX file for this checkpoint and options, exporting it on first use (the
-    family's ``export`` of ``load_model()``)."""
+    family's ``export`` of ``load_model()``). An int8 entry is quantized from the fp32
+    entry of the same checkpoint where that exists (``backend="auto"`` builds fp32 first),
+    instead of exporting again."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     scheme = int8_scheme() if quantize is not None else None
-    key = cache_key(Path(model_dir), quantize, scheme)
+    checkpoint = checkpoint_hash(Path(model_dir))
+    key = cache_key(Path(model_dir), quantize, scheme, checkpoint=checkpoint)
     final = root / key
     if (final / "meta.json").is_file():
         return final / "model.onnx"
     with _locked(root / f"{key}.lock"):
         if (final / "meta.json").is_file():  # another process built it while we waited
             return final / "model.onnx"
-        logger.info("exporting %s to ONNX (%s) in %s", model_dir, variant(quantize, scheme), final)
+        source = None
+        if quantize is not None:
+            fp32 = root / cache_key(Path(model_dir), None, checkpoint=checkpoint)
+            if (fp32 / "meta.json").is_file():  # complete entries are never changed
+                source = fp32 / "model.onnx"
+        logger.info(
+            "%s %s to ONNX (%s) in %s",
+            "exporting" if source is None else "quantizing the fp32 export of",
+            model_dir,
+            variant(quantize, scheme),
+            final,
+        )
         # an incomplete leftover under the final name (no meta.json) is replaced
         atomic_dir(
-            final, lambda tmp: build(Path(model_dir), load_model, export, quantize, tmp, scheme)
+            final,
+            lambda tmp: build(
+                Path(model_dir), load_model, export, quantize, tmp, scheme, source=source
+            ),
         )
     return final / "model.onnx"

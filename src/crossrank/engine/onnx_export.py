@@ -89,13 +89,19 @@ def build(
     quantize: str | None,
     out: Path,
     scheme: str | None = None,
+    *,
+    source: Path | None = None,
 ):
     """Export (the family's ``export``), optimise and (optionally) quantize into the empty
     directory ``out``; ``scheme`` is int8's product format
-    (:data:`crossrank.engine.onnx_quantize.SCHEMES`)."""
+    (:data:`crossrank.engine.onnx_quantize.SCHEMES`). ``source``: the same checkpoint's
+    exported and optimised fp32 model (an fp32 cache entry), which int8 quantizes instead of
+    exporting again (the export is deterministic, so the result is the same)."""
     t0 = time.perf_counter()
     final = out / "optimized.onnx"
-    if export.bert_fusions is None:
+    if quantize == "int8" and source is not None:
+        final = source
+    elif export.bert_fusions is None:
         export_onnx(load_model(), export, final)
     else:
         export_onnx(load_model(), export, out / "exported.onnx")
@@ -113,6 +119,7 @@ def build(
         "int8_scheme": scheme if quantize else None,
         "with_types": export.with_types,
         "export_version": EXPORT_VERSION,
+        "quantized_from": str(source) if quantize and source is not None else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))

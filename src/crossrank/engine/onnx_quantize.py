@@ -30,6 +30,15 @@ def is_large(model) -> bool:
     return model.ByteSize() > 1_800_000_000
 
 
+def external_data(path: Path) -> bool:
+    """Whether the ONNX model at ``path`` keeps its weights in a file beside the graph (a
+    model over 2 GB), whatever that file is called."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+
+
 def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:
     """Dynamic int8 quantization of the encoder's matrix products, 8-bit weights per output
     channel (int8 for ``scheme="u8s8"``, uint8 for ``"u8u8"``: :data:`SCHEMES`). Activations:
@@ -53,7 +62,7 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "u8s8") -> None:
         if n.name.startswith(("/head/", "/tail/")) or n.op_type == "EmbedLayerNormalization"
     ]
     per_token = [n.name for n in nodes if n.op_type == "MatMul" and n.name.startswith(PER_TOKEN)]
-    external = src.with_suffix(".onnx.data").exists()
+    external = external_data(src)
     with _quiet_root_logger():  # ONNX Runtime's quantizer warns on the root logger
         quantize_dynamic(
             str(src),
