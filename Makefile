@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= test,onnx,server,eval,train,ray
+EXTRAS ?= test,onnx,openvino,server,eval,train,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: venv test test-avx2 lint format demo doc-check clean bundled-model check-wheel image image-cuda

@@ -21,6 +21,7 @@ from crossrank.engine.auto import (
     candidates,
     choose_backend,
     onnx_available,
+    openvino_available,
     pick,
 )
 from crossrank.engine.calibrate import cache_dir, cache_key, calibration_pairs, spearman
@@ -34,7 +35,7 @@ ZEN4 = {"avx2", "avx512", "avx512_vnni", "avx512_bf16"}
 SAPPHIRE_RAPIDS = {"avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"}
 ZEN3 = {"avx2"}
 SKYLAKE_X = {"avx2", "avx512"}
-ENCODER, DECODER = ("torch", "onnx"), ("torch",)
+ENCODER, DECODER = ("torch", "onnx", "openvino"), ("torch",)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,21 @@ def test_rules_keep_what_the_user_fixed():
 )
 def test_candidates_are_what_the_cpu_runs(backends, flags, onnx, want):
     assert [c.describe() for c in candidates(backends, flags, onnx)] == want
+
+
+@pytest.mark.parametrize(
+    ("flags", "want"),
+    [
+        (SAPPHIRE_RAPIDS, ["openvino fp32", "openvino bf16"]),
+        (ZEN3, ["openvino fp32"]),  # bf16 only where the units are
+    ],
+)
+def test_openvino_is_measured_where_it_is_installed(flags, want):
+    cands = [c.describe() for c in candidates(ENCODER, flags, True, openvino=True)]
+    assert cands[-len(want) :] == want and "openvino" not in " ".join(cands[: -len(want)])
+    assert not [
+        c for c in candidates(DECODER, flags, True, openvino=True) if "openvino" in c.backend
+    ]
 
 
 @pytest.mark.parametrize(
@@ -164,7 +180,10 @@ def test_measured_choice_is_cached_and_shown(bert_dir, tmp_path, monkeypatch, ca
     with caplog.at_level(logging.INFO, logger="crossrank.engine"):
         rr = Reranker(bert_dir, device="cpu", max_length=64, backend="auto")
     choice = rr.backend_choice
-    want = [c.describe() for c in candidates(ENCODER, cpu_features(), onnx_available())]
+    want = [
+        c.describe()
+        for c in candidates(ENCODER, cpu_features(), onnx_available(), (), openvino_available())
+    ]
     assert [t.candidate for t in choice.timings] == want
     assert choice.source == "measured" and "calibration" in caplog.text
     fastest = max((t for t in choice.timings if t.faithful), key=lambda t: t.pairs_per_s)

@@ -37,14 +37,14 @@ def table(choice, machine: str) -> str:
     base = next((t.pairs_per_s for t in choice.timings if t.candidate == "torch fp32"), 0.0)
     lines = [f"machine: {machine}", f"decision: {choice.describe()} ({choice.source})"]
     lines.append(
-        f"  {'candidate':<12} {'pairs/s':>9} {'x fp32':>7} {'Spearman':>9} {'max diff':>9}"
+        f"  {'candidate':<13} {'pairs/s':>9} {'x fp32':>7} {'Spearman':>9} {'max diff':>9}"
     )
     for t in choice.timings:
         mark = "*" if t.candidate == picked else " "
         ratio = f"{t.pairs_per_s / base:.2f}" if base else "-"
         note = "" if t.faithful else ("  failed: " + t.error if t.error else "  not faithful")
         lines.append(
-            f"{mark} {t.candidate:<12} {t.pairs_per_s:9.1f} {ratio:>7} {t.spearman:9.4f} "
+            f"{mark} {t.candidate:<13} {t.pairs_per_s:9.1f} {ratio:>7} {t.spearman:9.4f} "
             f"{t.max_abs_diff:9.2e}{note}"
         )
     lines.append(f"reason: {choice.reason}")

@@ -112,9 +112,9 @@ class Reranker:
         #: what ``backend="auto"`` chose (None for an explicit backend)
         self.backend_choice: BackendChoice | None = None
         if given.get("deterministic") and backend != "torch":
-            if backend == "onnx":
+            if backend in ("onnx", "openvino"):
                 raise InputError(
-                    "deterministic=True needs backend='torch': ONNX Runtime's kernels make no "
+                    f"deterministic=True needs backend='torch': {backend}'s kernels make no "
                     "promise that a score does not depend on its batch"
                 )
             logger.info("deterministic=True: backend 'auto' means torch")

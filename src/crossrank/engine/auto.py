@@ -2,7 +2,7 @@
 
 On first use for a (model, machine) pair, :func:`resolve_auto` times every candidate this CPU
 can run (:func:`candidates`: torch fp32, torch bf16 where the CPU has bf16 units, ONNX fp32 and
-ONNX int8 for families with an ONNX export) on a short calibration workload
+ONNX int8, OpenVINO fp32 and bf16 for families with an ONNX export) on a short calibration workload
 (:mod:`crossrank.engine.calibrate`), checks each candidate's scores against torch fp32 (mean
 per-query Spearman >= :data:`MIN_SPEARMAN`), and keeps the fastest faithful one. The decision,
 its timings and the machine fingerprint are cached on disk (``$CROSSRANK_CACHE/auto``), logged,
@@ -116,25 +116,36 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
+def openvino_available() -> bool:
+    """True when OpenVINO and onnx are installed (``crossrank[openvino]``)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("openvino", "onnx"))
+
+
 def candidates(
     backends: Collection[str],
     features: Collection[str],
     onnx: bool,
     torch_quantize: Collection[str] = (),
+    openvino: bool = False,
 ) -> list[Candidate]:
     """What ``auto`` measures for a family running on ``backends``, exact fp32 first.
 
     bf16 only where the CPU has bf16 units (elsewhere it is emulated, slower than fp32); the
     family's ``torch_quantize`` (the decoders' int8 products, :mod:`crossrank.models.int8`);
-    ONNX only where the family exports and ONNX Runtime is installed. int8 is a candidate on
-    every CPU: its product format is the one that is exact here
+    ONNX only where the family exports and ONNX Runtime is installed, OpenVINO likewise. int8
+    is a candidate on every CPU: its product format is the one that is exact here
     (:func:`crossrank.cpu.int8_scheme`), and the measurement says whether it is faster."""
+    bf16 = bool(BF16_UNITS.intersection(features))
     out = [Candidate("torch")]
-    if BF16_UNITS.intersection(features):
+    if bf16:
         out.append(Candidate("torch", dtype=torch.bfloat16))
     out += [Candidate("torch", q) for q in torch_quantize]
     if "onnx" in backends and onnx:
         out += [Candidate("onnx"), Candidate("onnx", "int8")]
+    if "openvino" in backends and openvino:
+        out.append(Candidate("openvino"))
+        if bf16:
+            out.append(Candidate("openvino", dtype=torch.bfloat16))
     return out
 
 
@@ -220,7 +231,8 @@ def resolve_auto(
     onnx = onnx_available()
     mode = measure_mode()
     if measure is not None and device.type == "cpu" and dtype is None and mode != "off":
-        choice = measure(candidates(backends, features, onnx, torch_quantize), mode == "refresh")
+        cands = candidates(backends, features, onnx, torch_quantize, openvino_available())
+        choice = measure(cands, mode == "refresh")
     else:
         given = dtype is not None
         choice = choose_backend(

@@ -1,4 +1,5 @@
-"""``create_backend``: the encoder backend called by name (torch, a device pool, ONNX Runtime).
+"""``create_backend``: the encoder backend called by name (torch, a device pool, ONNX Runtime,
+OpenVINO).
 
 Apart from :mod:`crossrank.engine.backend` (the protocol) so that the backends it builds can
 import that protocol without a cycle.
@@ -14,7 +15,7 @@ from crossrank.engine.pool import DevicePool
 from crossrank.errors import CrossrankError
 
 #: backend names accepted by :func:`create_backend`
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 
 
 def create_backend(
@@ -45,6 +46,23 @@ def create_backend(
         if devices and len(devices) > 1:
             return DevicePool(load_model, devices, dtype)
         return TorchBackend(load_model(device), device, dtype)
+    if devices and len(devices) > 1:
+        raise CrossrankError("devices=[...] needs backend='torch'")
+    if export is None:
+        raise CrossrankError(f"{model_dir}: this model has no ONNX export; use backend='torch'")
+    if name == "openvino":
+        from crossrank.engine.openvino_backend import PRECISIONS, OpenVinoBackend
+
+        if quantize is not None:
+            raise CrossrankError("quantize='int8' needs backend='onnx'")
+        if device.type != "cpu" or dtype not in PRECISIONS:
+            raise CrossrankError(
+                "the OpenVINO backend runs fp32 or bf16 on the CPU; "
+                f"got device {device} and dtype {dtype}"
+            )
+        return OpenVinoBackend.from_checkpoint(
+            model_dir, lambda: load_model(torch.device("cpu")), export, dtype=dtype
+        )
     from crossrank.engine.onnx_backend import OnnxBackend  # needs crossrank[onnx]
 
     if device.type != "cpu" or dtype != torch.float32:
@@ -52,10 +70,6 @@ def create_backend(
             "the ONNX backend runs fp32 (optionally int8-quantized) on the CPU; "
             f"got device {device} and dtype {dtype}"
         )
-    if devices and len(devices) > 1:
-        raise CrossrankError("devices=[...] needs backend='torch'")
-    if export is None:
-        raise CrossrankError(f"{model_dir}: this model has no ONNX export; use backend='torch'")
     return OnnxBackend.from_checkpoint(
         model_dir, lambda: load_model(torch.device("cpu")), export, quantize=quantize
     )

@@ -16,8 +16,10 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from crossrank.atomic import atomic_dir
@@ -45,9 +47,12 @@ def checkpoint_hash(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def variant(quantize: str | None, scheme: str | None = None) -> str:
-    """The cache entry's variant: ``fp32``, or ``int8-u8s8`` / ``int8-u8u8`` (``scheme``: the
-    int8 product format, default the one that is exact on this CPU)."""
+def variant(quantize: str | None, scheme: str | None = None, *, plain: bool = False) -> str:
+    """The cache entry's variant: ``fp32``, ``int8-u8s8`` / ``int8-u8u8`` (``scheme``: the
+    int8 product format, default the one that is exact on this CPU), or ``plain`` (fp32
+    without ONNX Runtime's fusions: what OpenVINO reads)."""
+    if plain:
+        return "plain"
     if quantize is None:
         return "fp32"
     return f"{quantize}-{scheme or int8_scheme()}"
@@ -59,13 +64,17 @@ def cache_key(
     scheme: str | None = None,
     *,
     checkpoint: str | None = None,
+    plain: bool = False,
 ) -> str:
     """The entry's directory name; ``checkpoint``: :func:`checkpoint_hash` of ``model_dir``
     when the caller has it already (hashing reads every weight file)."""
-    import onnxruntime
+    kind = variant(quantize, scheme, plain=plain)
+    if plain:  # torch's exporter alone made it
+        options = f"v{EXPORT_VERSION}-opset{OPSET}-torch{torch.__version__}-q{kind}"
+    else:
+        import onnxruntime
 
-    kind = variant(quantize, scheme)
-    options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{kind}"
+        options = f"v{EXPORT_VERSION}-opset{OPSET}-ort{onnxruntime.__version__}-q{kind}"
     checkpoint = checkpoint or checkpoint_hash(model_dir)
     digest = hashlib.sha256(f"{checkpoint}|{options}".encode()).hexdigest()
     return f"{digest[:24]}-{kind}"
@@ -92,16 +101,21 @@ def cached_model(
     load_model: Callable[[], nn.Module],
     export: OnnxExport,
     quantize: str | None,
+    *,
+    plain: bool = False,
 ) -> Path:
     """The cached ONNX file for this checkpoint and options, exporting it on first use (the
     family's ``export`` of ``load_model()``). An int8 entry is quantized from the fp32
     entry of the same checkpoint where that exists (``backend="auto"`` builds fp32 first),
-    instead of exporting again."""
+    instead of exporting again. ``plain``: the export without ONNX Runtime's fusions (for
+    OpenVINO)."""
+    if plain and quantize is not None:
+        raise ValueError("a plain export is fp32")
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     scheme = int8_scheme() if quantize is not None else None
     checkpoint = checkpoint_hash(Path(model_dir))
-    key = cache_key(Path(model_dir), quantize, scheme, checkpoint=checkpoint)
+    key = cache_key(Path(model_dir), quantize, scheme, checkpoint=checkpoint, plain=plain)
     final = root / key
     if (final / "meta.json").is_file():
         return final / "model.onnx"
@@ -117,9 +131,11 @@ def cached_model(
             "%s %s to ONNX (%s) in %s",
             "exporting" if source is None else "quantizing the fp32 export of",
             model_dir,
-            variant(quantize, scheme),
+            variant(quantize, scheme, plain=plain),
             final,
         )
+        if plain:
+            export = replace(export, bert_fusions=None)
         # an incomplete leftover under the final name (no meta.json) is replaced
         atomic_dir(
             final,

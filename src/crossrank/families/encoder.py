@@ -25,7 +25,7 @@ from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.factory import create_backend
 from crossrank.engine.onnx_export import OnnxExport
-from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget
+from crossrank.engine.runner import ONNX_TOKEN_BUDGET, OPENVINO_TOKEN_BUDGET, cpu_token_budget
 from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
 from crossrank.families.training import Checkpoint, EncoderTask, TrainSettings, TrainTask
@@ -40,7 +40,7 @@ class EncoderFamily:
     name = "encoder"
     architectures = (*SEQUENCE_CLASSIFICATION, *BARE_ENCODERS)
     options = frozenset({"backend", "quantize", "devices"})
-    backends = ("torch", "onnx")
+    backends = ("torch", "onnx", "openvino")
     torch_quantize: tuple[str, ...] = ()
     score = "the classification head's logit on the first token"
 
@@ -157,6 +157,8 @@ class LoadedEncoder:
         budget = None
         if self.backend.name == "onnx":
             budget = ONNX_TOKEN_BUDGET
+        elif self.backend.name == "openvino":
+            budget = OPENVINO_TOKEN_BUDGET
         elif self.runtime.device.type == "cpu":
             budget = cpu_token_budget(self.config.hidden_size, self.ffn_width)
         pair = self.family.pair_tokenizer(self.tokenizer, self.config, options)

@@ -239,12 +239,13 @@ class Options:
     )
     backend: str = option(
         "torch",
-        "torch (exact, every family), onnx (encoders: ONNX Runtime, needs crossrank[onnx]) or "
+        "torch (exact, every family), onnx (encoders: ONNX Runtime, needs crossrank[onnx]), "
+        "openvino (encoders: OpenVINO, fp32 or bf16, needs crossrank[openvino]) or "
         "auto (the fastest backend keeping mean per-query Spearman >= 0.99 against fp32, "
         "measured once per machine and cached)",
-        check=one_of("torch", "onnx", "auto"),
+        check=one_of("torch", "onnx", "openvino", "auto"),
         family=True,
-        flag={"choices": ("torch", "onnx", "auto")},
+        flag={"choices": ("torch", "onnx", "openvino", "auto")},
         work=False,
     )
     quantize: str | None = option(
