@@ -31,7 +31,8 @@ def create_backend(
 ) -> Backend:
     """The backend called ``name`` for the checkpoint in ``model_dir``.
 
-    ``load_model(device)`` returns our PyTorch model on ``device``; the ONNX backend exports it
+    ``load_model(device[, dtype])`` returns our PyTorch model on ``device`` (in ``dtype``,
+    default the runtime's); the ONNX and OpenVINO backends export it in fp32
     with the family's ``export`` (None: the family has no export) only when its cache lacks it
     (the cache is keyed by the checkpoint's content). Several
     ``devices`` give a :class:`~crossrank.engine.pool.DevicePool` (torch only).
@@ -60,9 +61,9 @@ def create_backend(
                 "the OpenVINO backend runs fp32 or bf16 on the CPU; "
                 f"got device {device} and dtype {dtype}"
             )
-        return OpenVinoBackend.from_checkpoint(
-            model_dir, lambda: load_model(torch.device("cpu")), export, dtype=dtype
-        )
+        # exported from fp32 weights whatever the dtype (one cached export serves both)
+        fp32 = lambda: load_model(torch.device("cpu"), torch.float32)  # noqa: E731
+        return OpenVinoBackend.from_checkpoint(model_dir, fp32, export, dtype=dtype)
     from crossrank.engine.onnx_backend import OnnxBackend  # needs crossrank[onnx]
 
     if device.type != "cpu" or dtype != torch.float32:

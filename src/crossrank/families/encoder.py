@@ -135,7 +135,7 @@ class LoadedEncoder:
         self.backend: Backend = create_backend(
             runtime.backend,
             model_dir=model_dir,
-            load_model=lambda dev: self.load_model(model_dir, runtime.dtype, dev),
+            load_model=lambda dev, dtype=runtime.dtype: self.load_model(model_dir, dtype, dev),
             device=runtime.device,
             dtype=runtime.dtype,
             quantize=runtime.quantize,
