@@ -87,3 +87,11 @@ def test_mistakes_are_clear_errors(bert_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ImportError, match=r"pip install 'crossrank\[openvino\]'"):
         Reranker(bert_dir, device="cpu", backend="openvino")
+
+
+def test_batch_budget_follows_the_hidden_size(bert_dir):
+    from crossrank.engine.runner import openvino_token_budget
+
+    assert [openvino_token_budget(h) for h in (128, 384, 768, 1024)] == [4096, 2048, 1024, 512]
+    rr = Reranker(bert_dir, device="cpu", backend="openvino")
+    assert rr.scoring.default_max_tokens == openvino_token_budget(rr.config.hidden_size)

@@ -54,10 +54,19 @@ def cpu_token_budget(hidden_size: int, intermediate_size: int) -> int:
 #: 5.8 s at 2048, 6.8 s at 256; MiniLM fp32 and bge-reranker-base int8: 512 as fast or faster
 #: than their torch budget)
 ONNX_TOKEN_BUDGET = 512
-#: default padded-token budget of the OpenVINO backend (1000 MiniLM pairs, bf16 on an Intel
-#: Xeon with AMX: 359 pairs/s at 256 tokens, 433 at 512, 463 at 1024, 510 at 2048, 469 at
-#: 4096; fp32: 149 at 512, 154 at 2048)
-OPENVINO_TOKEN_BUDGET = 2048
+#: the OpenVINO backend's padded tokens x hidden size per batch (bf16 on an Intel Xeon with
+#: AMX; 1000 MiniLM pairs, hidden 384: 359 pairs/s at 256 tokens, 433 at 512, 463 at 1024, 510
+#: at 2048, 469 at 4096, fp32 149 at 512 and 154 at 2048; 100 bge-reranker-base-shape pairs,
+#: hidden 768: 95.9 at 1024, 87.9 at 2048, 79.1 at 4096)
+OPENVINO_BATCH_WIDTH = 2048 * 384
+
+
+def openvino_token_budget(hidden_size: int) -> int:
+    """The OpenVINO backend's padded-token budget for a model of ``hidden_size``: 2048 tokens
+    at MiniLM's 384, 1024 at base's 768 (a power of two, 512 to 4096)."""
+    budget = max(512, min(4096, OPENVINO_BATCH_WIDTH // hidden_size))
+    return 1 << (budget.bit_length() - 1)
+
 
 #: progress bars appear from this many pairs on, on a terminal (when ``show_progress`` is None;
 #: :mod:`crossrank.progress`)

@@ -25,7 +25,7 @@ from crossrank.engine.backend import Backend
 from crossrank.engine.encoding import PairEncoding
 from crossrank.engine.factory import create_backend
 from crossrank.engine.onnx_export import OnnxExport
-from crossrank.engine.runner import ONNX_TOKEN_BUDGET, OPENVINO_TOKEN_BUDGET, cpu_token_budget
+from crossrank.engine.runner import ONNX_TOKEN_BUDGET, cpu_token_budget, openvino_token_budget
 from crossrank.engine.tokenize import PairTokenizer, load_tokenizer, pad_token_id
 from crossrank.families.base import Runtime, ScoreOptions, Scoring, claims_by_architecture
 from crossrank.families.training import Checkpoint, EncoderTask, TrainSettings, TrainTask
@@ -158,7 +158,7 @@ class LoadedEncoder:
         if self.backend.name == "onnx":
             budget = ONNX_TOKEN_BUDGET
         elif self.backend.name == "openvino":
-            budget = OPENVINO_TOKEN_BUDGET
+            budget = openvino_token_budget(self.config.hidden_size)
         elif self.runtime.device.type == "cpu":
             budget = cpu_token_budget(self.config.hidden_size, self.ffn_width)
         pair = self.family.pair_tokenizer(self.tokenizer, self.config, options)
