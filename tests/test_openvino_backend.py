@@ -20,13 +20,13 @@ from crossrank.errors import CrossrankError, InputError  # noqa: E402
 pytestmark = pytest.mark.isa
 
 PAIRS = [
-    ["what is panda?", "The giant panda is a bear species endemic to China."],
-    ["what is panda?", "hi"],
+    ["which ports are open", "nmap is a network scanner that finds open ports and services"],
+    ["which ports are open", "ok"],
     ["Debian", "Debian is a free operating system for your computer. " * 12],
-    ["search engines rank documents " * 8, "cross-encoders rescore the top hundred candidates"],
-    ["Die Katze", "Die Katze schläft auf dem Sofa, während es draußen regnet."],
-    ["東京", "日本語の文章をトークン化します。東京は日本の首都です。"],
-    ["a", "b"],
+    ["image editor " * 6, "GIMP edits raster images: layers, masks, filters and plug-ins"],
+    ["Texteditor", "Ein Editor für Programmierer mit Syntaxhervorhebung und Makros."],
+    ["日本語", "日本語の文章をトークン化します。"],
+    ["x", "y"],
 ]
 
 

@@ -8,7 +8,7 @@ content). This module holds the backend that scores token batches with the cache
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,21 @@ from crossrank.engine.batching import TokenBatch
 from crossrank.engine.onnx_cache import cached_model
 from crossrank.engine.onnx_export import OnnxExport
 from crossrank.errors import missing_extra
+
+
+def graph_inputs(batch: TokenBatch, names: Collection[str]) -> dict[str, np.ndarray]:
+    """A token batch as the exported graph's inputs (``names``: those the graph has; token type
+    ids are zeros where the batch has none)."""
+    feed = {
+        "input_ids": batch.input_ids.numpy(),
+        "attention_mask": batch.attention_mask.numpy(),
+    }
+    if "token_type_ids" in names:
+        types = batch.token_type_ids
+        feed["token_type_ids"] = (
+            types.numpy() if types is not None else np.zeros_like(feed["input_ids"])
+        )
+    return feed
 
 
 class OnnxBackend:
@@ -68,14 +83,5 @@ class OnnxBackend:
         return 1
 
     def score(self, batch: TokenBatch) -> np.ndarray:
-        feed = {
-            "input_ids": batch.input_ids.numpy(),
-            "attention_mask": batch.attention_mask.numpy(),
-        }
-        if "token_type_ids" in self.inputs:
-            types = batch.token_type_ids
-            feed["token_type_ids"] = (
-                types.numpy() if types is not None else np.zeros_like(feed["input_ids"])
-            )
-        (logits,) = self.session.run(["logits"], feed)
+        (logits,) = self.session.run(["logits"], graph_inputs(batch, self.inputs))
         return np.asarray(logits, dtype=np.float32).reshape(-1)

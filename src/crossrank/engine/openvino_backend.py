@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from crossrank.engine.batching import TokenBatch
+from crossrank.engine.onnx_backend import graph_inputs
 from crossrank.engine.onnx_cache import cached_model
 from crossrank.engine.onnx_export import OnnxExport
 from crossrank.errors import CrossrankError, missing_extra
@@ -83,14 +84,5 @@ class OpenVinoBackend:
         return 1
 
     def score(self, batch: TokenBatch) -> np.ndarray:
-        feed = {
-            "input_ids": batch.input_ids.numpy(),
-            "attention_mask": batch.attention_mask.numpy(),
-        }
-        if "token_type_ids" in self.inputs:
-            types = batch.token_type_ids
-            feed["token_type_ids"] = (
-                types.numpy() if types is not None else np.zeros_like(feed["input_ids"])
-            )
-        logits = self.compiled(feed)[self.output]
+        logits = self.compiled(graph_inputs(batch, self.inputs))[self.output]
         return np.asarray(logits, dtype=np.float32).reshape(-1)
