@@ -15,7 +15,6 @@ pytest.importorskip("openvino")
 from crossrank import Reranker  # noqa: E402
 from crossrank.errors import CrossrankError, InputError  # noqa: E402
 
-
 PAIRS = [
     ["which ports are open", "nmap is a network scanner that finds open ports and services"],
     ["which ports are open", "ok"],
