@@ -94,3 +94,20 @@ def test_batch_budget_follows_the_hidden_size(bert_dir):
     assert [openvino_token_budget(h) for h in (128, 384, 768, 1024)] == [4096, 2048, 1024, 512]
     rr = Reranker(bert_dir, device="cpu", backend="openvino")
     assert rr.scoring.default_max_tokens == openvino_token_budget(rr.config.hidden_size)
+
+
+def test_a_model_over_2_gb_keeps_its_weights_in_one_file(bert_dir, monkeypatch):
+    """Over 2 GB (here: made to look so) the plain export keeps all its weights in one file
+    beside the graph, which the cache entry keeps and OpenVINO reads."""
+    from crossrank.engine import onnx_export
+
+    monkeypatch.setattr(onnx_export, "is_large", lambda model: True)
+    rr = Reranker(bert_dir, device="cpu", backend="openvino")
+    entry = rr.backend.path.parent
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "meta.json",
+        "model.onnx",
+        "optimized.onnx.data",
+    ]
+    ref = np.array(Reranker(bert_dir, device="cpu").compute_score(PAIRS))
+    np.testing.assert_allclose(rr.compute_score(PAIRS), ref, atol=1e-4, rtol=0)

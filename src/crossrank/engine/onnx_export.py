@@ -82,6 +82,20 @@ def optimize(src: Path, dst: Path, heads: int, hidden: int) -> None:
     opt.save_model_to_file(str(dst), use_external_data_format=is_large(opt.model))
 
 
+def one_file(src: Path, dst: Path) -> None:
+    """``src`` saved as ``dst``, a model over 2 GB with all its weights in one file beside it,
+    ``dst.name + ".data"`` (torch's exporter writes one file per tensor, which the cache entry
+    would not keep)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    if is_large(model):
+        onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=dst.name + ".data")  # fmt: skip
+    else:
+        onnx.save(model, str(dst))
+
+
 def build(
     model_dir: Path,
     load_model: Callable[[], nn.Module],
@@ -102,7 +116,8 @@ def build(
     if quantize == "int8" and source is not None:
         final = source
     elif export.bert_fusions is None:
-        export_onnx(load_model(), export, final)
+        export_onnx(load_model(), export, out / "exported.onnx")
+        one_file(out / "exported.onnx", final)
     else:
         export_onnx(load_model(), export, out / "exported.onnx")
         optimize(out / "exported.onnx", final, *export.bert_fusions)
