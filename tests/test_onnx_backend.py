@@ -334,3 +334,18 @@ def test_quantize_a_model_whose_weights_are_in_a_separate_file(bert_dir, tmp_pat
     assert {t.name: t.raw_data for t in a.graph.initializer} == {
         t.name: t.raw_data for t in b.graph.initializer
     }
+
+
+def test_checkpoint_is_hashed_once_while_unchanged(bert_dir, tmp_path):
+    """Every ONNX / OpenVINO load hashes the checkpoint for its cache key: once per process
+    while the files are unchanged, again after a weight file changes."""
+    from crossrank.engine.onnx_cache import _content_hash, checkpoint_hash
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bert_dir, model_dir)
+    first = checkpoint_hash(model_dir)
+    misses = _content_hash.cache_info().misses
+    assert checkpoint_hash(model_dir) == first and _content_hash.cache_info().misses == misses
+    with open(model_dir / "model.safetensors", "ab") as fh:
+        fh.write(b" ")
+    assert checkpoint_hash(model_dir) != first and _content_hash.cache_info().misses == misses + 1

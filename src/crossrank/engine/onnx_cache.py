@@ -13,6 +13,7 @@ under the entry's name (its temporary is removed by the next build).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -37,9 +38,19 @@ def cache_root() -> Path:
 
 
 def checkpoint_hash(model_dir: Path) -> str:
-    """SHA-256 over config.json and the weight files (names and bytes)."""
+    """SHA-256 over config.json and the weight files (names and bytes). Read once per process
+    while the files keep their size and modification time (``backend="auto"`` loads every ONNX
+    and OpenVINO candidate of the same checkpoint)."""
+    files = [model_dir / "config.json", *weight_files(model_dir)]
+    stamp = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _content_hash(stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _content_hash(stamp: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for path in [model_dir / "config.json", *weight_files(model_dir)]:
+    for name, _, _ in stamp:
+        path = Path(name)
         h.update(path.name.encode() + b"\0")
         with open(path, "rb") as fh:
             for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
